@@ -1,9 +1,164 @@
-"""Placeholder: being written."""
+"""CRLN as one module: backbone + segmentation head, projection head, DIM with prototypes, rectifier."""
 
-class CRLN:  # placeholder
-    def __init__(self, *a, **k):
-        raise NotImplementedError('CRLN')
+from __future__ import annotations
 
-class CRLNOutput:  # placeholder
-    def __init__(self, *a, **k):
-        raise NotImplementedError('CRLNOutput')
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .dim import DynamicInteractionModule
+from .rectifier import Rectifier
+from .unet3d import UNet3D
+from .vnet import VNet
+
+__all__ = ["CRLN", "CRLNOutput", "ProjectionHead", "RectifiedPrediction"]
+
+BACKBONES = {"vnet": VNet, "unet3d": UNet3D}
+
+
+class CRLNOutput(NamedTuple):
+    """What :class:`CRLN` returns for a batch ``(B, Cin, H, W, D)``.
+
+    Attributes:
+        logits: backbone segmentation logits ``(B, C, H, W, D)``.
+        relation_map: the DIM's holistic relation map ``(B, C, H, W, D)``; ``None`` when the DIM was skipped.
+        rectified_logits: ``logits`` rectified by the relation map (Eq. 8); ``None`` when the DIM was skipped.
+        embedding: the projection head's representation ``(B, D_r, H, W, D)`` for CPS; ``None`` when not asked for.
+    """
+
+    logits: torch.Tensor
+    relation_map: torch.Tensor | None
+    rectified_logits: torch.Tensor | None
+    embedding: torch.Tensor | None
+
+    @property
+    def prediction(self) -> torch.Tensor:
+        """The inference output: the rectified logits when the DIM ran, else the plain logits."""
+        return self.logits if self.rectified_logits is None else self.rectified_logits
+
+
+class ProjectionHead(nn.Sequential):
+    """Representation head for CPS (METHOD §1.1): 3³ conv (no bias) → BN → ReLU → 1³ conv, ``(B, Cf, ...) → (B, D_r, ...)``."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm3d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(out_channels, out_channels, 1),
+        )
+
+
+class CRLN(nn.Module):
+    """Cooperative Rectification Learning Network: the student (or, as an EMA copy, the teacher).
+
+    Args:
+        in_channels: image channels.
+        num_classes: segmentation classes, background included (≥ 2).
+        backbone: ``"vnet"`` (LA, Pancreas), ``"unet3d"`` (BraTS) or a module returning
+            :class:`~crln_monai.networks.BackboneOutput` with taps of 64, 32 and 16 channels.
+        patch_size: the training patch; the DIM's spatial LayerNorm is tied to it (METHOD A16).
+        num_prototypes: prototypes per class ``K``.
+        use_dim: build the DIM and the rectifier; ``False`` gives a plain mean-teacher network.
+        use_projection: build the projection head (needed by CPS).
+        prototype_reduce: how CPS reduces the prototypes (METHOD A3). ``"feature"`` (authors' code) averages
+            each class's ``K × F`` prototypes over ``F`` and so sets ``D_r = K``; ``"prototype"`` averages over
+            ``K`` and sets ``D_r = F``.
+        rectifier: the rectification variant of Table 7 (see :class:`Rectifier`).
+        dim_kwargs: further :class:`DynamicInteractionModule` options (aggregation, legacy_query_layout, ...).
+        backbone_kwargs: further backbone options (``base_filters``, ``dropout``, ...).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        backbone: str | nn.Module = "vnet",
+        patch_size: Sequence[int] = (112, 112, 80),
+        num_prototypes: int = 16,
+        use_dim: bool = True,
+        use_projection: bool = True,
+        prototype_reduce: str = "feature",
+        rectifier: str = "learnable_v3",
+        dim_kwargs: dict[str, Any] | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2 (background + one class), got {num_classes}.")
+        if isinstance(backbone, str):
+            if backbone not in BACKBONES:
+                raise ValueError(f"backbone must be one of {sorted(BACKBONES)} or an nn.Module, got {backbone!r}.")
+            backbone = BACKBONES[backbone](in_channels=in_channels, num_classes=num_classes, **(backbone_kwargs or {}))
+        if prototype_reduce not in ("feature", "prototype"):
+            raise ValueError(f"prototype_reduce must be 'feature' or 'prototype', got {prototype_reduce!r}.")
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.patch_size = tuple(int(s) for s in patch_size)
+        self.prototype_reduce = prototype_reduce
+        self.dim = (
+            DynamicInteractionModule(
+                num_classes=num_classes, num_prototypes=num_prototypes, patch_size=self.patch_size, **(dim_kwargs or {})
+            )
+            if use_dim
+            else None
+        )
+        self.rectifier = Rectifier(mode=rectifier, num_classes=num_classes) if use_dim else None
+        prototype_width = 64 if self.dim is None else self.dim.prototypes.shape[-1]
+        representation_dim = num_prototypes if prototype_reduce == "feature" else prototype_width
+        tap_width = getattr(backbone, "feature_channels", (64, 32, 16))[-1]
+        self.projection = ProjectionHead(tap_width, representation_dim) if use_projection else None
+
+    @property
+    def prototypes(self) -> torch.Tensor | None:
+        """The class prototypes ``(C, K, F)``, or ``None`` without a DIM."""
+        return None if self.dim is None else self.dim.prototypes
+
+    def student_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained by the student objective (Eq. 15): everything but the rectifier."""
+        skip = set() if self.rectifier is None else {id(p) for p in self.rectifier.parameters()}
+        return [p for p in self.parameters() if id(p) not in skip]
+
+    def forward(self, image: torch.Tensor, with_dim: bool = True, with_embedding: bool = True) -> CRLNOutput:
+        """Run the network.
+
+        Args:
+            image: ``(B, Cin, H, W, D)``; with the DIM, ``(H, W, D)`` must equal ``patch_size``.
+            with_dim: run the DIM and the rectifier (the method skips them for the unlabelled student forward).
+            with_embedding: run the projection head.
+
+        Returns:
+            :class:`CRLNOutput`.
+        """
+        logits, features = self.backbone(image)
+        relation_map = rectified = embedding = None
+        if with_dim and self.dim is not None:
+            relation_map = self.dim(features[:2])
+            rectified = self.rectifier(logits, relation_map)
+        if with_embedding and self.projection is not None:
+            embedding = self.projection(features[2])
+        return CRLNOutput(logits, relation_map, rectified, embedding)
+
+
+class RectifiedPrediction(nn.Module):
+    """Wrap a :class:`CRLN` so that calling it returns one tensor, the inference output ``(B, C, H, W, D)``.
+
+    MONAI inferers, evaluators and ``ckpt_export`` expect a network that maps a tensor to a tensor; the
+    inference output of CRLN is the rectified logits (METHOD §1.4), or the plain logits without a DIM.
+    The state dict is the wrapped network's (no prefix), so checkpoints load into either.
+    """
+
+    def __init__(self, network: CRLN) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.network(image, with_dim=True, with_embedding=False).prediction
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self.network.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        return self.network.load_state_dict(state_dict, strict=strict, assign=assign)

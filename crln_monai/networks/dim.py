@@ -1,5 +1,436 @@
-"""Placeholder: being written."""
+"""Dynamic Interaction Module (DIM): learnable class prototypes meet decoder features (METHOD.md §1.4).
 
-class DynamicInteractionModule:  # placeholder
-    def __init__(self, *a, **k):
-        raise NotImplementedError('DynamicInteractionModule')
+The DIM turns two decoder taps into the *holistic relation map* ``M(x)``, a second set of segmentation
+logits that the rectifier adds to the plain prediction. Per level ``l`` (coarse to fine):
+
+1. tokens ``T = LN(Conv1³(F_l))``, flattened to ``(B, N_l, F_l)``  (step 3);
+2. single-head cross-attention, queries = the current prototypes ``(B, C, K, F_l)``; the PRE-softmax
+   similarities ``S (B, C, K, N_l)`` are the proximity maps (step 4);
+3. prototype update (transformer block) and re-projection to the next level's width (step 5);
+4. spatial proximity maps ``A = S + DP(S) + DP(LN_N(S + DP(S)))`` (step 6);
+5. per-class relationship cue: aggregation of the ``K`` maps of each class (step 7, Table 6);
+
+and finally ``M = ReLU(ConvT2³(cue))`` at full resolution (step 8).
+
+Shapes for the LA patch 112×112×80, batch ``B``, ``C = 2`` classes, ``K = 16`` prototypes, ``F = 64``:
+
+=====================  ======================================================
+tensor                 shape
+=====================  ======================================================
+prototypes ``P``       ``(C, K, 64)`` (parameter), broadcast over the batch
+``T(1)``               ``(B, 15680, 64)``
+``S(1)``               ``(B, C, K, 15680)`` -> ``(B, C, K, 28, 28, 20)``
+cue ``M(1)``           ``(B, C, 28, 28, 20)`` (only with ``levels="all"``)
+``Q(1)``               ``(B, C, K, 32)``
+``T(2)``               ``(B, 125440, 32)``
+``S(2)``               ``(B, C, K, 125440)`` -> ``(B, C, K, 56, 56, 40)``
+cue ``M(2)``           ``(B, C, 56, 56, 40)``
+``M``                  ``(B, C, 112, 112, 80)``
+=====================  ======================================================
+
+For a 96³ patch the level sizes are 24³ and 48³. Token projection, attention, MLP, LayerNorms and drop-path
+are hand-written from ``torch.nn`` because MONAI has no prototype-query cross-attention block that exposes
+the pre-softmax similarities; drop-path is MONAI's ``DropPath``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks.layers import DropPath
+from torch import nn
+
+__all__ = [
+    "AGGREGATIONS",
+    "ClassCueAggregation",
+    "DynamicInteractionModule",
+    "PrototypeCrossAttention",
+    "SpatialProximity",
+]
+
+AGGREGATIONS = ("sum", "spatial", "conv", "cross_class")
+"""The aggregation switches of METHOD.md Table 6, in the order the paper adds them."""
+
+_LEVEL_MODES = ("last", "all")
+_PROTOTYPE_INITS = ("zeros", "normal")
+
+
+class PrototypeCrossAttention(nn.Module):
+    """Single-head cross-attention from prototype queries to feature tokens (METHOD.md §1.4 steps 4–5).
+
+    Every query row ``(c, k)`` is processed on its own (LayerNorm, attention row, MLP), so the rows never mix.
+
+    Args:
+        channels: feature width ``F_l`` of queries and tokens (the head dimension).
+        update_prototypes: also build the value/output projections and the MLP and return the updated
+            prototypes. The last DIM level only needs the similarities, so it passes ``False`` (the authors'
+            code computes that update and discards it; we do not build those unused weights).
+        prototype_residual: A5. ``False`` (authors' code): ``Q̂ = U + DP(U)``; ``True``: ``Q̂ = Q + DP(U)``.
+        drop_path: drop-path rate of the two residual branches.
+        mlp_ratio: hidden width of the MLP as a multiple of ``channels``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        update_prototypes: bool = True,
+        prototype_residual: bool = False,
+        drop_path: float = 0.0,
+        mlp_ratio: float = 4.0,
+    ) -> None:
+        super().__init__()
+        self.channels = channels
+        self.update_prototypes = update_prototypes
+        self.prototype_residual = prototype_residual
+        self.query_norm = nn.LayerNorm(channels)
+        self.token_norm = nn.LayerNorm(channels)
+        self.query = nn.Linear(channels, channels, bias=True)
+        self.key = nn.Linear(channels, channels, bias=True)
+        if update_prototypes:
+            hidden = max(1, int(round(channels * mlp_ratio)))
+            self.value = nn.Linear(channels, channels, bias=True)
+            self.output = nn.Linear(channels, channels)
+            self.mlp_norm = nn.LayerNorm(channels)
+            self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(), nn.Linear(hidden, channels))
+            self.drop_path = DropPath(drop_path)
+
+    def forward(self, queries: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        Args:
+            queries: prototypes ``(B, C, K, F)`` or ``(1, C, K, F)`` (broadcast over the batch).
+            tokens: feature tokens ``(B, N, F)``.
+
+        Returns:
+            ``(similarities, updated)``: pre-softmax similarities ``(B, C, K, N)`` (scaled by ``1/sqrt(F)``) and
+            the updated prototypes ``(B, C, K, F)``, or ``None`` when ``update_prototypes`` is ``False``.
+        """
+        batch, num_tokens, width = tokens.shape
+        _, num_classes, num_prototypes, _ = queries.shape
+        rows = num_classes * num_prototypes
+        query = self.query(self.query_norm(queries)).expand(batch, -1, -1, -1).reshape(batch, rows, width)
+        normed_tokens = self.token_norm(tokens)
+        key = self.key(normed_tokens)
+        similarities = torch.bmm(query, key.transpose(1, 2)) * (1.0 / math.sqrt(width))  # (B, C·K, N)
+        if not self.update_prototypes:
+            return similarities.view(batch, num_classes, num_prototypes, num_tokens), None
+        attended = torch.bmm(similarities.softmax(dim=-1), self.value(normed_tokens))
+        attended = self.output(attended).view(batch, num_classes, num_prototypes, width)
+        updated = (queries if self.prototype_residual else attended) + self.drop_path(attended)
+        updated = updated + self.drop_path(self.mlp(self.mlp_norm(updated)))
+        return similarities.view(batch, num_classes, num_prototypes, num_tokens), updated
+
+
+class SpatialProximity(nn.Module):
+    """Spatial proximity maps ``A = S + DP(S) + DP(LN_N(S + DP(S)))`` (METHOD.md §1.4 step 6).
+
+    ``LN_N`` is a LayerNorm over the ``N`` spatial positions with ``N`` affine weights, which ties the module
+    to one patch size (A16).
+
+    Args:
+        num_positions: ``N = h·w·d`` of the level.
+        drop_path: drop-path rate.
+    """
+
+    def __init__(self, num_positions: int, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(num_positions)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, similarities: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            similarities: ``(B, C, K, N)``.
+
+        Returns:
+            ``(B, C, K, N)``.
+        """
+        maps = similarities + self.drop_path(similarities)
+        return maps + self.drop_path(self.norm(maps))
+
+
+def _separable_conv(channels: int, pointwise_groups: int) -> nn.Sequential:
+    """Depthwise 3³ conv + BN + ReLU + pointwise 1³ conv + BN + ReLU, ``channels -> channels``.
+
+    ``pointwise_groups`` > 1 keeps groups of channels (one group per class) apart in the pointwise conv.
+    """
+    return nn.Sequential(
+        nn.Conv3d(channels, channels, 3, padding=1, groups=channels, bias=False),
+        nn.BatchNorm3d(channels),
+        nn.ReLU(inplace=True),
+        nn.Conv3d(channels, channels, 1, groups=pointwise_groups, bias=False),
+        nn.BatchNorm3d(channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ClassCueAggregation(nn.Module):
+    """Fuses each class's ``K`` proximity maps into one relationship cue (METHOD.md §1.4 step 7, Table 6).
+
+    Modes:
+        - ``"sum"``: plain sum over ``K``; no parameters.
+        - ``"spatial"``: SepConv ``K -> K`` with separate weights per class, then sum over ``K``.
+        - ``"conv"``: SepConv, then a ``1³`` conv ``K -> 1``, both with separate weights per class (grouped
+          convolutions over a ``(B, C·K, h, w, d)`` tensor, ``groups = C``).
+        - ``"cross_class"`` (paper's full model): the same SepConv + ``K -> 1`` conv with weights shared by all
+          classes (applied to ``(B·C, K, h, w, d)``), hence fewer parameters than ``"conv"``.
+
+    Every mode keeps classes apart in eval mode; in train mode BatchNorm batch statistics are shared.
+
+    Args:
+        num_classes: ``C``.
+        num_prototypes: ``K``.
+        mode: one of :data:`AGGREGATIONS`.
+    """
+
+    def __init__(self, num_classes: int, num_prototypes: int, mode: str = "cross_class") -> None:
+        super().__init__()
+        if mode not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {mode!r}.")
+        self.mode = mode
+        self.num_classes = num_classes
+        self.num_prototypes = num_prototypes
+        per_class = num_classes * num_prototypes
+        self.spatial: nn.Module | None = None
+        self.fuse: nn.Module | None = None
+        if mode in ("spatial", "conv"):
+            self.spatial = _separable_conv(per_class, pointwise_groups=num_classes)
+        if mode == "conv":
+            self.fuse = nn.Conv3d(per_class, num_classes, 1, groups=num_classes)
+        if mode == "cross_class":
+            self.spatial = _separable_conv(num_prototypes, pointwise_groups=1)
+            self.fuse = nn.Conv3d(num_prototypes, 1, 1)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            maps: per-class proximity-map stacks ``(B, C, K, h, w, d)``.
+
+        Returns:
+            relationship cue ``(B, C, h, w, d)``.
+        """
+        batch, num_classes, num_prototypes, *spatial = maps.shape
+        if self.mode == "sum":
+            return maps.sum(dim=2)
+        if self.mode == "cross_class":
+            shared = maps.reshape(batch * num_classes, num_prototypes, *spatial)
+            return self.fuse(self.spatial(shared)).view(batch, num_classes, *spatial)
+        grouped = self.spatial(maps.reshape(batch, num_classes * num_prototypes, *spatial))
+        if self.mode == "spatial":
+            return grouped.view(batch, num_classes, num_prototypes, *spatial).sum(dim=2)
+        return self.fuse(grouped)
+
+
+class _DIMLevel(nn.Module):
+    """The layers of one DIM level; ``update``/``cue`` say whether the prototype update and the cue are built."""
+
+    def __init__(
+        self,
+        channels: int,
+        next_channels: int | None,
+        num_positions: int,
+        num_classes: int,
+        num_prototypes: int,
+        aggregation: str,
+        build_cue: bool,
+        prototype_residual: bool,
+        drop_path: float,
+        mlp_ratio: float,
+    ) -> None:
+        super().__init__()
+        self.token_projection = nn.Conv3d(channels, channels, 1)
+        self.token_norm = nn.LayerNorm(channels)
+        self.attention = PrototypeCrossAttention(
+            channels,
+            update_prototypes=next_channels is not None,
+            prototype_residual=prototype_residual,
+            drop_path=drop_path,
+            mlp_ratio=mlp_ratio,
+        )
+        # 1×1 re-projection of the prototypes to the next level's width (a 1×1 Conv2d in the authors' code).
+        self.reprojection = nn.Linear(channels, next_channels) if next_channels is not None else None
+        self.proximity = SpatialProximity(num_positions, drop_path) if build_cue else None
+        self.aggregation = ClassCueAggregation(num_classes, num_prototypes, aggregation) if build_cue else None
+
+    def forward(self, queries: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """
+        Args:
+            queries: ``(B or 1, C, K, F_l)``.
+            features: ``(B, F_l, h, w, d)``.
+
+        Returns:
+            ``(cue, next_queries)``: cue ``(B, C, h, w, d)`` or ``None``; prototypes for the next level
+            ``(B, C, K, F_{l+1})`` or ``None`` at the last level.
+        """
+        batch, _, *spatial = features.shape
+        tokens = self.token_norm(self.token_projection(features).flatten(2).transpose(1, 2))  # (B, N, F_l)
+        similarities, updated = self.attention(queries, tokens)
+        next_queries = self.reprojection(updated) if self.reprojection is not None else None
+        cue = None
+        if self.aggregation is not None:
+            maps = self.proximity(similarities)
+            cue = self.aggregation(maps.reshape(*maps.shape[:3], *spatial))
+        return cue, next_queries
+
+
+class DynamicInteractionModule(nn.Module):
+    """Dynamic Interaction Module: learnable prototypes -> holistic relation map (METHOD.md §1.4, §3.3).
+
+    See the module docstring for the steps and the shape table. Level ``l`` (0-based, coarse to fine) of
+    ``L = len(feature_channels)`` levels reads a tap at ``patch_size / 2**(L - l)``; with the default two
+    levels these are the 1/4 and 1/2 resolution decoder taps.
+
+    Class purity: with ``legacy_query_layout=False`` query row ``(c, k)`` is class ``c``'s ``k``-th prototype and
+    every step is row-wise or per class, and the final transposed conv is grouped (``C -> C``, ``groups=C``), so in
+    eval mode class ``c``'s map depends only on ``prototypes[c]``. The authors' code uses a full ``C -> C``
+    transposed conv (classes mix); ``upsample_mixes_classes=True`` restores it.
+
+    Args:
+        num_classes: ``C >= 2``.
+        num_prototypes: ``K >= 1`` prototypes per class.
+        feature_channels: widths of the decoder taps, coarse to fine (``(64, 32)``). The prototypes have width
+            ``feature_channels[0]``.
+        patch_size: the training patch ``(H, W, D)``; each must be divisible by ``2**L``.
+        aggregation: Table 6 switch, one of :data:`AGGREGATIONS` (see :class:`ClassCueAggregation`).
+        legacy_query_layout: A4. ``True`` reproduces the authors' reshape of ``(C, K)`` into ``(K, C)``: the query
+            feeding class ``c``'s slot ``k`` is row ``k*C + c`` of ``prototypes.reshape(C*K, F)``, so class maps
+            mix prototypes of different classes.
+        prototype_residual: A5. ``False`` (authors' code) doubles the attention output instead of adding the
+            incoming query.
+        levels: A6. ``"last"`` (authors' code): only the finest level's cue is used; earlier levels only refine
+            the prototypes (their cue layers are not built). ``"all"``: the cues of all levels, trilinearly
+            upsampled to the finest level, are summed.
+        drop_path: drop-path rate (``0.1 / 3`` in the authors' code).
+        mlp_ratio: MLP hidden width factor.
+        prototype_init: A12. ``"zeros"`` (authors' code) or ``"normal"`` (std 0.02).
+        upsample_mixes_classes: use a full ``C -> C`` final transposed conv as in the authors' code.
+
+    Raises:
+        ValueError: for invalid sizes or unknown switch values.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        num_prototypes: int = 16,
+        feature_channels: Sequence[int] = (64, 32),
+        patch_size: Sequence[int] = (112, 112, 80),
+        aggregation: str = "cross_class",
+        legacy_query_layout: bool = False,
+        prototype_residual: bool = False,
+        levels: str = "last",
+        drop_path: float = 0.1 / 3,
+        mlp_ratio: float = 4.0,
+        prototype_init: str = "zeros",
+        upsample_mixes_classes: bool = False,
+    ) -> None:
+        super().__init__()
+        feature_channels = tuple(int(c) for c in feature_channels)
+        patch_size = tuple(int(p) for p in patch_size)
+        num_levels = len(feature_channels)
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
+        if num_prototypes < 1:
+            raise ValueError(f"num_prototypes must be >= 1, got {num_prototypes}.")
+        if num_levels < 1 or any(c < 1 for c in feature_channels):
+            raise ValueError(f"feature_channels must be a non-empty sequence of positive ints, got {feature_channels}.")
+        factor = 2**num_levels
+        if len(patch_size) != 3 or any(p < 1 or p % factor for p in patch_size):
+            raise ValueError(
+                f"patch_size must be three positive sizes divisible by {factor} (2**number of levels), got {patch_size}."
+            )
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}.")
+        if levels not in _LEVEL_MODES:
+            raise ValueError(f"levels must be one of {_LEVEL_MODES}, got {levels!r}.")
+        if prototype_init not in _PROTOTYPE_INITS:
+            raise ValueError(f"prototype_init must be one of {_PROTOTYPE_INITS}, got {prototype_init!r}.")
+        if not 0.0 <= drop_path <= 1.0:
+            raise ValueError(f"drop_path must be in [0, 1], got {drop_path}.")
+        if mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio}.")
+
+        self.num_classes = num_classes
+        self.num_prototypes = num_prototypes
+        self.feature_channels = feature_channels
+        self.patch_size = patch_size
+        self.aggregation = aggregation
+        self.legacy_query_layout = legacy_query_layout
+        self.levels = levels
+        self.level_sizes = tuple(tuple(p // 2 ** (num_levels - i) for p in patch_size) for i in range(num_levels))
+
+        self.prototypes = nn.Parameter(torch.zeros(num_classes, num_prototypes, feature_channels[0]))
+        if prototype_init == "normal":
+            nn.init.normal_(self.prototypes, std=0.02)
+        self.level_blocks = nn.ModuleList(
+            _DIMLevel(
+                channels=feature_channels[i],
+                next_channels=feature_channels[i + 1] if i + 1 < num_levels else None,
+                num_positions=math.prod(self.level_sizes[i]),
+                num_classes=num_classes,
+                num_prototypes=num_prototypes,
+                aggregation=aggregation,
+                build_cue=levels == "all" or i == num_levels - 1,
+                prototype_residual=prototype_residual,
+                drop_path=drop_path,
+                mlp_ratio=mlp_ratio,
+            )
+            for i in range(num_levels)
+        )
+        self.upsample = nn.ConvTranspose3d(
+            num_classes, num_classes, 2, stride=2, groups=1 if upsample_mixes_classes else num_classes
+        )
+
+    def initial_queries(self) -> torch.Tensor:
+        """The level-1 queries ``(1, C, K, F)`` built from :attr:`prototypes` in the configured layout (A4)."""
+        c, k, f = self.prototypes.shape
+        if self.legacy_query_layout:
+            return self.prototypes.reshape(k, c, f).transpose(0, 1).unsqueeze(0)
+        return self.prototypes.unsqueeze(0)
+
+    def _check_features(self, features: Sequence[torch.Tensor]) -> None:
+        if len(features) != len(self.feature_channels):
+            raise ValueError(
+                f"features must hold {len(self.feature_channels)} decoder taps (coarse to fine, widths "
+                f"{self.feature_channels}), got {len(features)}."
+            )
+        batch = features[0].shape[0]
+        for i, (tap, channels, size) in enumerate(zip(features, self.feature_channels, self.level_sizes)):
+            if tap.ndim != 5 or tap.shape[0] != batch or tap.shape[1] != channels:
+                raise ValueError(
+                    f"features[{i}] must have shape (B={batch}, {channels}, *{size}), got {tuple(tap.shape)}."
+                )
+            if tuple(tap.shape[2:]) != size:
+                raise ValueError(
+                    f"features[{i}] has spatial size {tuple(tap.shape[2:])}, but this DynamicInteractionModule was "
+                    f"built for patch_size {self.patch_size}, which needs {size} at this level. Its spatial "
+                    f"LayerNorm is sized to the training patch: inference must use the training patch size."
+                )
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """
+        Args:
+            features: decoder taps, coarse to fine: ``(B, 64, H/4, W/4, D/4)`` and ``(B, 32, H/2, W/2, D/2)``
+                for the default widths and two levels.
+
+        Returns:
+            holistic relation map ``(B, C, H, W, D)``, non-negative.
+
+        Raises:
+            ValueError: when the number, widths or spatial sizes of the taps do not match the construction
+                (spatial sizes must be those of the training patch).
+        """
+        self._check_features(features)
+        queries = self.initial_queries()
+        cue_sum: torch.Tensor | None = None
+        finest = self.level_sizes[-1]
+        for block, tap in zip(self.level_blocks, features):
+            cue, queries = block(queries, tap)
+            if cue is None:
+                continue
+            if tuple(cue.shape[2:]) != finest:
+                cue = F.interpolate(cue, size=finest, mode="trilinear", align_corners=False)
+            cue_sum = cue if cue_sum is None else cue_sum + cue
+        return F.relu(self.upsample(cue_sum))
