@@ -1,0 +1,28 @@
+"""Data: datalists and protocols, the two-stream sampler, the weak pipelines, synthetic LA-like volumes."""
+
+from .datalist import (
+    DATALIST_KEYS,
+    case_id_from_filename,
+    load_datalist_json,
+    save_datalist_json,
+    semi_supervised_datalist,
+    without_labels,
+)
+from .sampler import TwoStreamBatchSampler
+from .synthetic import make_synthetic_dataset, synthetic_case
+from .transforms import EnsureLabeld, evaluation_transforms, semi_supervised_train_transforms
+
+__all__ = [
+    "DATALIST_KEYS",
+    "EnsureLabeld",
+    "TwoStreamBatchSampler",
+    "case_id_from_filename",
+    "evaluation_transforms",
+    "load_datalist_json",
+    "make_synthetic_dataset",
+    "save_datalist_json",
+    "semi_supervised_datalist",
+    "semi_supervised_train_transforms",
+    "synthetic_case",
+    "without_labels",
+]
