@@ -42,9 +42,10 @@ class SemiSupervisedTrainer(SupervisedTrainer):
     loss and network objects.
 
     Nothing inside the iteration synchronises with the host: the scalars of ``engine.state.output`` are
-    detached device tensors, read by the logging handlers at their own interval. A non-finite loss zeroes the
-    step's gradients on the device (so weights stay finite) and raises ``FloatingPointError`` at the next
-    check, every ``check_interval`` iterations.
+    detached device tensors, read by the logging handlers at their own interval. A non-finite loss is recorded
+    on the device and raises ``FloatingPointError`` at the next check: every ``check_interval`` iterations and
+    before every checkpoint write (:class:`~crln_monai.handlers.AtomicCheckpointSaver` calls
+    :meth:`check_finite`), so no checkpoint ever holds the weights of a diverged run.
 
     Args:
         device: where the iteration runs.
@@ -203,9 +204,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         engine.state.output = {Keys.IMAGE: image, Keys.LABEL: label, Keys.LOSS: loss}
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         loss.backward()
-        finite = torch.isfinite(loss)
-        engine._nonfinite |= ~finite
-        _zero_grads_unless(finite, engine.optimizer)
+        engine._nonfinite |= ~torch.isfinite(loss.detach())
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         engine.optimizer.step()
 
@@ -237,9 +236,9 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         if bool(self._nonfinite):
             self._nonfinite.zero_()
             raise FloatingPointError(
-                f"non-finite loss at or before iteration {self.state.iteration}: training stopped. The weights are "
-                "those of the last finite step (non-finite steps were skipped); checkpoints already written are intact. "
-                "Lower the learning rate or check the data."
+                f"non-finite loss at or before iteration {self.state.iteration}: training stopped before writing "
+                "another checkpoint, so the checkpoints on disk hold the last finite weights. Lower the learning rate "
+                "or check the data."
             )
 
     @torch.no_grad()
@@ -307,9 +306,3 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
 def _detach(x: torch.Tensor) -> torch.Tensor:
     return x.detach() if isinstance(x, torch.Tensor) else x
 
-
-def _zero_grads_unless(finite: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-    """Replace every gradient by zero where ``finite`` is False, on the device (no host sync)."""
-    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    for g in grads:
-        g.copy_(torch.where(finite, g, torch.zeros_like(g)))

@@ -85,6 +85,8 @@ class AtomicCheckpointSaver:
             self.save()
 
     def __call__(self, engine: Engine) -> None:
+        if hasattr(engine, "check_finite"):  # never write the weights of a diverged run
+            engine.check_finite()
         self.save()
 
     def save(self) -> Path:

@@ -1,0 +1,197 @@
+"""The output side shared by every converter: case files, the per-case loop, ``dataset.json`` and its protocol block.
+
+Output layout (Decathlon, read by :func:`crln_monai.data.semi_supervised_datalist`)::
+
+    out_dir/imagesTr/<case>.nii.gz
+    out_dir/labelsTr/<case>.nii.gz
+    out_dir/dataset.json          # training, train_ids, test_ids (+ val_ids), labels, modality, protocol, ...
+    out_dir/.crln_prepare.json    # the converter and its settings (guards against mixing two settings)
+
+A case whose two files exist and are intact is skipped unless ``overwrite``; files are written atomically, so an
+interrupted run leaves no half file, and a rerun changes nothing (same bytes, same modification times).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+from tqdm.auto import tqdm
+
+from .nifti_io import is_complete_nifti_gz, nifti_gz_bytes, write_bytes_atomic, write_text_if_changed
+
+__all__ = [
+    "CONVERT_EXTRA_HINT",
+    "case_paths",
+    "check_settings",
+    "convert_cases",
+    "dataset_json",
+    "normalise_num_labelled",
+    "write_dataset_json",
+]
+
+CONVERT_EXTRA_HINT = "pip install crln-monai[convert]"
+"""What to install for the optional readers (h5py, pynrrd, pydicom)."""
+
+_SETTINGS_FILE = ".crln_prepare.json"
+
+
+def case_paths(out_dir: str | os.PathLike, case: str) -> tuple[Path, Path]:
+    """``(imagesTr/<case>.nii.gz, labelsTr/<case>.nii.gz)`` under ``out_dir``."""
+    out_dir = Path(out_dir)
+    return out_dir / "imagesTr" / f"{case}.nii.gz", out_dir / "labelsTr" / f"{case}.nii.gz"
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2) + "\n"
+
+
+def check_settings(out_dir: str | os.PathLike, converter: str, settings: Mapping[str, Any], overwrite: bool) -> None:
+    """Record the converter and its settings in ``out_dir``; refuse to mix them with an earlier run's.
+
+    Raises:
+        ValueError: ``out_dir`` was prepared by another converter or with other settings and ``overwrite`` is False.
+    """
+    path = Path(out_dir) / _SETTINGS_FILE
+    record = {"converter": converter, "settings": dict(settings)}
+    if path.is_file() and not overwrite:
+        try:
+            previous = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            previous = None
+        if previous != json.loads(_dumps(record)):
+            raise ValueError(
+                f"{out_dir} was prepared with other settings ({path}: {previous}); now {record}. Skipping its "
+                "existing cases would mix the two: pass overwrite=True or choose another out_dir."
+            )
+    write_text_if_changed(_dumps(record), path)
+
+
+def convert_cases(
+    name: str,
+    cases: Sequence[str],
+    convert_one: Callable[[str], tuple[nib.Nifti1Image, nib.Nifti1Image]],
+    out_dir: str | os.PathLike,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> tuple[int, int]:
+    """Convert the cases one by one with a progress bar; skip complete ones; print a summary line.
+
+    Each case's image and label are both computed before either is written, so a case that fails leaves no file
+    of its own behind; the cases written before it stay as they are.
+
+    Args:
+        name: converter name for the progress bar and the summary.
+        cases: case ids, in order.
+        convert_one: ``case -> (image NIfTI, label NIfTI)``; raises ``ValueError``/``FileNotFoundError`` naming
+            the case and file on bad input.
+        out_dir: output folder.
+        overwrite: rewrite complete cases too.
+        progress: show the tqdm bar.
+
+    Returns:
+        ``(written, skipped)`` case counts.
+    """
+    written = skipped = 0
+    start = time.perf_counter()
+    for case in tqdm(cases, desc=name, unit="case", disable=not progress):
+        image_path, label_path = case_paths(out_dir, case)
+        if not overwrite and is_complete_nifti_gz(image_path) and is_complete_nifti_gz(label_path):
+            skipped += 1
+            continue
+        try:
+            image, label = convert_one(case)
+        except (ValueError, FileNotFoundError, ImportError, MemoryError):
+            raise
+        except Exception as e:  # a reader's own error type: add the case
+            raise ValueError(f"{name}: case {case!r} failed: {type(e).__name__}: {e}") from e
+        image_bytes, label_bytes = nifti_gz_bytes(image), nifti_gz_bytes(label)
+        write_bytes_atomic(image_bytes, image_path)
+        write_bytes_atomic(label_bytes, label_path)
+        written += 1
+    seconds = time.perf_counter() - start
+    per_case = f", {seconds / written:.2f} s per written case" if written else ""
+    print(
+        f"{name}: {written} case(s) written, {skipped} skipped (already complete) in {seconds:.1f} s{per_case}"
+        f" -> {out_dir}"
+    )
+    return written, skipped
+
+
+def normalise_num_labelled(num_labelled: int | Sequence[int], num_train: int) -> tuple[int, ...]:
+    """``num_labelled`` as a tuple of ints in ``1..num_train``.
+
+    Raises:
+        ValueError: a value outside ``1..num_train`` or not an int.
+    """
+    values = (num_labelled,) if isinstance(num_labelled, int) else tuple(num_labelled)
+    for n in values:
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= num_train:
+            raise ValueError(
+                f"num_labelled must hold ints in 1..{num_train} (the train list size), got {num_labelled!r}."
+            )
+    return values
+
+
+def _protocol(train_ids: Sequence[str], num_labelled: Sequence[int]) -> dict[str, Any]:
+    block: dict[str, Any] = {
+        "rule": "labelled = the first N ids of train_ids; the other train_ids are the unlabelled pool",
+    }
+    for n in num_labelled:
+        key = f"{100 * n / len(train_ids):g}%"
+        if key in block:
+            raise ValueError(f"num_labelled {list(num_labelled)} names the protocol {key} twice.")
+        block[key] = {"num_labelled": n, "labelled_ids": list(train_ids[:n])}
+    return block
+
+
+def dataset_json(
+    *,
+    name: str,
+    description: str,
+    reference: str,
+    modality: Mapping[str, str],
+    labels: Mapping[str, str],
+    train_ids: Sequence[str],
+    test_ids: Sequence[str],
+    num_labelled: Sequence[int],
+    val_ids: Sequence[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A Decathlon-style ``dataset.json`` as a dict.
+
+    ``training`` lists every case (train, then val, then test ids) with relative ``./imagesTr``/``./labelsTr``
+    paths; ``train_ids``/``val_ids``/``test_ids`` hold case ids; ``protocol`` names the labelled ids of each ``N``.
+    """
+    ordered = [*train_ids, *(val_ids or []), *test_ids]
+    meta: dict[str, Any] = {
+        "name": name,
+        "description": description,
+        "reference": reference,
+        "tensorImageSize": "4D" if len(modality) > 1 else "3D",
+        "modality": dict(modality),
+        "labels": dict(labels),
+        **(dict(extra) if extra else {}),
+        "numTraining": len(ordered),
+        "training": [
+            {"image": f"./imagesTr/{case}.nii.gz", "label": f"./labelsTr/{case}.nii.gz"} for case in ordered
+        ],
+        "train_ids": list(train_ids),
+    }
+    if val_ids is not None:
+        meta["val_ids"] = list(val_ids)
+    meta["test_ids"] = list(test_ids)
+    meta["protocol"] = _protocol(train_ids, num_labelled)
+    return meta
+
+
+def write_dataset_json(out_dir: str | os.PathLike, meta: Mapping[str, Any]) -> Path:
+    """Write ``out_dir/dataset.json`` (atomically, only when its content changes). Returns the path."""
+    path = Path(out_dir) / "dataset.json"
+    write_text_if_changed(_dumps(meta), path)
+    return path

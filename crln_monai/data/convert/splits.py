@@ -1,0 +1,212 @@
+"""The published case lists behind the reported numbers, as constants (no data files needed at run time).
+
+* LA: the UA-MT ``train.list`` / ``test.list`` (github.com/yulequan/UA-MT @ 88ed29a), 80 / 20 case ids.
+* Pancreas-CT: the MC-Net+/CoraNet/TraCoCo test list, 20 ids ``imageNNNN`` (``NNNN`` = TCIA ``PANCREAS_NNNN``);
+  the 62 train cases are the remaining cases of the 82, in ascending order.
+* BraTS 2019: the SSL4MIS split (HiLab-git/SSL4MIS ``data/BraTS2019/`` @ a4dddaf), 250 / 25 / 60 ids.
+
+The labelled cases of a protocol are the first ``N`` ids of the train list (METHOD.md §4).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = [
+    "BRATS19_TEST",
+    "BRATS19_TRAIN",
+    "BRATS19_VAL",
+    "LA_TEST",
+    "LA_TRAIN",
+    "PANCREAS_CT_TEST",
+    "read_case_list",
+    "resolve_case_list",
+]
+
+
+def read_case_list(path: str | os.PathLike) -> list[str]:
+    """Case ids of a list file: one id per line; blank lines and ``#`` comments are ignored.
+
+    A line that is a path (``../data/x/mri_norm2.h5``, UA-MT forks) keeps only the case folder name.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: an id appears twice.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"case list {path} does not exist.")
+    ids = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = [p for p in line.replace("\\", "/").split("/") if p and p not in (".", "..")]
+        if len(parts) > 1 and "." in parts[-1]:
+            parts = parts[:-1]  # a file inside the case folder: keep the folder
+        ids.append(parts[-1])
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise ValueError(f"case list {path} names case id(s) twice: {twice[:10]}.")
+    return ids
+
+
+def resolve_case_list(
+    value: str | os.PathLike | Sequence[str] | None, default: Sequence[str], argument: str
+) -> list[str]:
+    """A case list given as a list file, a sequence of ids, or ``None`` (→ ``default``).
+
+    Raises:
+        TypeError: ``value`` is neither a path nor a sequence of strings.
+        ValueError: an id appears twice.
+    """
+    if value is None:
+        ids = list(default)
+    elif isinstance(value, (str, os.PathLike)):
+        return read_case_list(value)
+    elif isinstance(value, Sequence) and all(isinstance(i, str) for i in value):
+        ids = list(value)
+    else:
+        raise TypeError(f"{argument} must be a list file path or a sequence of case ids, got {value!r:.200}.")
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise ValueError(f"{argument} names case id(s) twice: {twice[:10]}.")
+    return ids
+
+
+LA_TRAIN: tuple[str, ...] = (
+    "06SR5RBREL16DQ6M8LWS", "0RZDK210BSMWAA6467LU", "1D7CUD1955YZPGK8XHJX", "1GU15S0GJ6PFNARO469W",
+    "1MHBF3G6DCPWHSKG7XCP", "23X6SY44VT9KFHR7S7OC", "2XL5HSFSE93RMOJDRGR4", "38CWS74285MFGZZXR09Z",
+    "3C2QTUNI0852XV7ZH4Q1", "3DA0T2V6JJ2NLUAV6FWM", "4498CA6DZWELOXCBRYRF", "45C45I6IXAFGNRO067W9",
+    "4CHFJGF6ZUM7CMZTNFQF", "4EPVTT1HPA8U60CDUKXE", "57SGAJMLCTCH92QUA0EE", "5BHTH9RHH3PQT913I59W",
+    "5FKQL4K14KCB72Y8YMC2", "5HH0WPWIY06DLAFOBQ4M", "5QFK2PMHNX7UALK52NNA", "5UB5KFD2PK38Z4LS6W80",
+    "6799D6LEBH3NSRV1KH27", "78NJ5YFQF72BGC8RO51C", "7FUCNXB39F78WTOP5K71", "8GYK8A9MBRC9TV0FVSRA",
+    "8M99G0JLAXG9GLPV0O8G", "8RE90C8H5DKF4V6HO8UU", "8ZG2TRZ81MAWHZPN9KKG", "9DCM2IB45SK6YKQNYUQY",
+    "9DHWWP5Y66VDMPXISZ13", "9DQYTIU00I4JC0OEOKQQ", "A11O45O3NAXWM7T2H8CH", "A4R1S23KR0KU2WSYHK2X",
+    "A5RNNK0A891WUSC2V624", "AT5CRO5JUDBWD4RUPXSQ", "BNK95S2SJXEGSW7VAKYU", "BXJWOUYP2J3EN4U92517",
+    "BYSRSI3H4YTWKMM3MADP", "BZUFJX66T0W6ZPVTL9DU", "CB5P5W7X310NIIVU7UZV", "CBIJFVZ5L9BS0LKWE8YL",
+    "CCGAKN4EDT72KC8TTJ76", "CLXFYOBQDCVXQ9P7YC07", "CMPXO4J23G58J53Q98SZ", "CZPMV6KWZ4I7IJJP9FOK",
+    "DLKXBV73A55ZTSZ0QQI2", "DQ5UYBGR5QP6L692QSG6", "DYXSCIWHLSUOZIDDSZ40", "E2ZMO66WGS74UKXTZPPQ",
+    "EJ5V7SPR4961JWD6SS8V", "FGM5NIWN3URY4HF4WNUW", "GSC9KNY0VEZXFSGWNF25", "HVE7DR3CUA2IM3RC6OMA",
+    "HZZ4O0BRKF8S0YX3NNF7", "I2VZ7N8H9QYNYT7ZZF1Y", "IDWWHGWJ5STOQXSDT6GU", "IIY6TYJMTJIZRIZLB9YW",
+    "IJJY51YW3W4YJJ7DTVTK", "IQYKPTWXVV9H0IHB8YXC", "JEC6HJ7SQJXBKVREX03F", "JGFOLWJF7YCYD8DPHQNH",
+    "K32FD6LRSUSSXGS1YUOX", "KM5RYAMP4P4ZP6XWP3Q2", "KSNYHUBHHUJTYJ14UQZR", "LH4FVU3TQDEC87YGN6FL",
+    "LJSDNMND9SHKM7Q4IRHJ", "MFTDVMBWFNQ3F5KHBRDR", "MJHV7F65TB2A76CQLOC3", "MVKIPGBKTNSENNP1S4HB",
+    "O5TSIKRD4AIB8K84WIR9", "OIRDLE32TXZX942FVZMM", "P1OTI3IWJUIB5NRLULLH", "PVNXUK681N9BY14K4Z86",
+    "Q0MEX9ZIKAGJORSPLQ3Y", "Q7J0WYM695R9MA285ZW0", "QZC1W0FNR19KJFLOCFLH", "R8ER97O9UUN77C02VE2J",
+    "RSZY41MT2FGDKHWWL5L2", "SN4LF8SGBSRQUPTDSX78", "TDDI6L3Y0L9VVFP9MNFS", "UZUZZT2W9IUSHL6ASOX3"
+)
+"""UA-MT LA train list, in file order (80 ids)."""
+
+LA_TEST: tuple[str, ...] = (
+    "UPT6DX9IQY9JAZ7HJKA7", "UTBUJIWZMKP64E3N73YC", "ULHWPWKKLTE921LQLH1P", "V0MZOWJ6MU3RMRCV9EXR",
+    "VDOF02M8ZHEAADFMS6NP", "VG4C826RAAKVMV9BQLVD", "VIXBEFTNVHZWKAKURJBN", "VQ2L3WM8KEVF6L44E6G9",
+    "WBG9WYZ1B25WDT5WAT8T", "WMDG2EFA6L2SNDZXIRU0", "WNPKE0W404QE9AELX1LR", "WSJB9P4JCXUVHBOYFVWL",
+    "WW8F5CO4S4K5IM5Z7EXX", "X18LU5AOBNNDMLTA0JZL", "XYDLYJ5CS19FDBVLJIPI", "Y7ZU0B2APPF54WG6PDMF",
+    "YDKD1HVHSME6NVMA8I39", "Z9GMG63CJLL0VW893BB1", "ZIJLJAVQV3FJ6JSQOH1E", "ZQPMJ4XEC5A4BISD45P1"
+)
+"""UA-MT LA test list, in file order (20 ids)."""
+
+PANCREAS_CT_TEST: tuple[str, ...] = (
+    "image0050", "image0059", "image0037", "image0060", "image0040", "image0074", "image0004", "image0046",
+    "image0008", "image0054", "image0005", "image0073", "image0001", "image0039", "image0006", "image0067",
+    "image0025", "image0051", "image0021", "image0009"
+)
+"""Pancreas-CT test list (MC-Net+/CoraNet), in file order (20 ids)."""
+
+BRATS19_TRAIN: tuple[str, ...] = (
+    "BraTS19_TCIA02_370_1", "BraTS19_CBICA_ASA_1", "BraTS19_TCIA12_470_1", "BraTS19_2013_8_1",
+    "BraTS19_TCIA01_429_1", "BraTS19_TCIA08_234_1", "BraTS19_TCIA10_266_1", "BraTS19_TCIA13_633_1",
+    "BraTS19_TCIA03_199_1", "BraTS19_TCIA10_629_1", "BraTS19_CBICA_ATB_1", "BraTS19_CBICA_BCL_1",
+    "BraTS19_TCIA08_469_1", "BraTS19_TCIA04_343_1", "BraTS19_CBICA_AOO_1", "BraTS19_CBICA_ASF_1",
+    "BraTS19_TCIA13_618_1", "BraTS19_CBICA_AVG_1", "BraTS19_TCIA09_255_1", "BraTS19_TCIA08_280_1",
+    "BraTS19_2013_9_1", "BraTS19_TCIA10_202_1", "BraTS19_TCIA04_149_1", "BraTS19_CBICA_AZD_1",
+    "BraTS19_TCIA01_131_1", "BraTS19_CBICA_BHZ_1", "BraTS19_TCIA02_179_1", "BraTS19_CBICA_BEM_1",
+    "BraTS19_TCIA02_300_1", "BraTS19_CBICA_ARF_1", "BraTS19_CBICA_ABY_1", "BraTS19_TCIA02_608_1",
+    "BraTS19_2013_17_1", "BraTS19_CBICA_BHV_1", "BraTS19_TCIA02_117_1", "BraTS19_TCIA12_249_1",
+    "BraTS19_TCIA08_162_1", "BraTS19_TCIA03_498_1", "BraTS19_TCIA01_235_1", "BraTS19_2013_15_1",
+    "BraTS19_CBICA_AOP_1", "BraTS19_CBICA_AUA_1", "BraTS19_CBICA_AAB_1", "BraTS19_CBICA_BFB_1",
+    "BraTS19_TCIA09_451_1", "BraTS19_TCIA02_322_1", "BraTS19_CBICA_ATV_1", "BraTS19_CBICA_BCF_1",
+    "BraTS19_CBICA_AQJ_1", "BraTS19_CBICA_AVV_1", "BraTS19_CBICA_ASU_1", "BraTS19_CBICA_AYW_1",
+    "BraTS19_CBICA_AUR_1", "BraTS19_CBICA_AYC_1", "BraTS19_TCIA02_607_1", "BraTS19_TCIA08_436_1",
+    "BraTS19_TCIA02_471_1", "BraTS19_CBICA_AQG_1", "BraTS19_TCIA10_387_1", "BraTS19_TCIA02_606_1",
+    "BraTS19_CBICA_ASR_1", "BraTS19_CBICA_ASO_1", "BraTS19_TCIA08_167_1", "BraTS19_CBICA_AXN_1",
+    "BraTS19_CBICA_ABB_1", "BraTS19_CBICA_AWG_1", "BraTS19_TCIA13_653_1", "BraTS19_2013_23_1", "BraTS19_2013_14_1",
+    "BraTS19_CBICA_APY_1", "BraTS19_CBICA_ATX_1", "BraTS19_CBICA_ATF_1", "BraTS19_CBICA_AQV_1",
+    "BraTS19_CBICA_ASW_1", "BraTS19_TCIA10_449_1", "BraTS19_CBICA_AQO_1", "BraTS19_TCIA06_247_1",
+    "BraTS19_CBICA_AXQ_1", "BraTS19_TCIA02_290_1", "BraTS19_CBICA_APZ_1", "BraTS19_TCIA10_640_1",
+    "BraTS19_TCIA02_118_1", "BraTS19_TCIA02_151_1", "BraTS19_CBICA_BGE_1", "BraTS19_CBICA_AOD_1",
+    "BraTS19_TCIA01_401_1", "BraTS19_2013_27_1", "BraTS19_TCIA01_180_1", "BraTS19_TCIA01_231_1",
+    "BraTS19_TCIA02_491_1", "BraTS19_TCIA05_444_1", "BraTS19_CBICA_AQT_1", "BraTS19_CBICA_AQU_1",
+    "BraTS19_CBICA_AME_1", "BraTS19_TCIA12_298_1", "BraTS19_CBICA_AMH_1", "BraTS19_CBICA_ANI_1",
+    "BraTS19_2013_28_1", "BraTS19_CBICA_BGN_1", "BraTS19_TCIA13_650_1", "BraTS19_TCIA13_634_1",
+    "BraTS19_CBICA_APK_1", "BraTS19_TCIA13_624_1", "BraTS19_TCIA10_628_1", "BraTS19_TCIA01_221_1",
+    "BraTS19_TCIA06_332_1", "BraTS19_CBICA_BHK_1", "BraTS19_TCIA09_428_1", "BraTS19_2013_3_1",
+    "BraTS19_CBICA_BAX_1", "BraTS19_TCIA10_299_1", "BraTS19_TCIA10_310_1", "BraTS19_TCIA02_331_1",
+    "BraTS19_TCIA03_419_1", "BraTS19_CBICA_AAG_1", "BraTS19_TCIA12_480_1", "BraTS19_CBICA_BGO_1",
+    "BraTS19_TCIA01_425_1", "BraTS19_TCIA10_637_1", "BraTS19_2013_2_1", "BraTS19_CBICA_AWX_1",
+    "BraTS19_TCIA13_642_1", "BraTS19_TCIA04_328_1", "BraTS19_CBICA_AWV_1", "BraTS19_CBICA_AAL_1",
+    "BraTS19_CBICA_AVF_1", "BraTS19_TCIA08_406_1", "BraTS19_TCIA03_296_1", "BraTS19_CBICA_ASK_1",
+    "BraTS19_TCIA05_396_1", "BraTS19_TCIA02_368_1", "BraTS19_CBICA_AUQ_1", "BraTS19_2013_21_1",
+    "BraTS19_CBICA_BGG_1", "BraTS19_TCIA13_654_1", "BraTS19_CBICA_AUW_1", "BraTS19_CBICA_BHM_1",
+    "BraTS19_2013_29_1", "BraTS19_CBICA_AOZ_1", "BraTS19_2013_0_1", "BraTS19_CBICA_ASH_1", "BraTS19_CBICA_ANZ_1",
+    "BraTS19_2013_26_1", "BraTS19_TCIA02_283_1", "BraTS19_TCIA02_473_1", "BraTS19_TCIA09_141_1",
+    "BraTS19_TCIA08_278_1", "BraTS19_TCIA03_375_1", "BraTS19_2013_10_1", "BraTS19_2013_7_1", "BraTS19_TCIA12_101_1",
+    "BraTS19_TCIA04_192_1", "BraTS19_CBICA_ASN_1", "BraTS19_TCIA08_242_1", "BraTS19_TCIA02_394_1",
+    "BraTS19_CBICA_AXW_1", "BraTS19_TCIA04_361_1", "BraTS19_CBICA_AQY_1", "BraTS19_TCIA01_412_1",
+    "BraTS19_CBICA_AVT_1", "BraTS19_TCIA01_186_1", "BraTS19_TCIA02_377_1", "BraTS19_TCIA01_411_1",
+    "BraTS19_TCIA02_198_1", "BraTS19_CBICA_ASE_1", "BraTS19_TCIA10_413_1", "BraTS19_CBICA_APR_1",
+    "BraTS19_CBICA_ALN_1", "BraTS19_TCIA10_393_1", "BraTS19_TMC_09043_1", "BraTS19_2013_5_1",
+    "BraTS19_TCIA01_201_1", "BraTS19_CBICA_ABM_1", "BraTS19_2013_4_1", "BraTS19_TCIA13_621_1",
+    "BraTS19_TCIA09_620_1", "BraTS19_TCIA10_325_1", "BraTS19_CBICA_ANP_1", "BraTS19_TCIA01_335_1",
+    "BraTS19_CBICA_AXM_1", "BraTS19_TCIA08_105_1", "BraTS19_TCIA02_226_1", "BraTS19_CBICA_ANG_1",
+    "BraTS19_TCIA03_338_1", "BraTS19_TCIA08_113_1", "BraTS19_TCIA02_222_1", "BraTS19_TCIA10_625_1",
+    "BraTS19_TCIA09_493_1", "BraTS19_CBICA_AOH_1", "BraTS19_CBICA_BAP_1", "BraTS19_TCIA02_605_1",
+    "BraTS19_TCIA01_190_1", "BraTS19_TCIA10_109_1", "BraTS19_CBICA_AUX_1", "BraTS19_2013_13_1",
+    "BraTS19_TMC_06643_1", "BraTS19_TCIA10_241_1", "BraTS19_CBICA_AXL_1", "BraTS19_CBICA_AXO_1",
+    "BraTS19_TCIA10_632_1", "BraTS19_TCIA13_645_1", "BraTS19_TCIA02_314_1", "BraTS19_TCIA05_277_1",
+    "BraTS19_TCIA03_474_1", "BraTS19_TCIA02_374_1", "BraTS19_CBICA_AXJ_1", "BraTS19_TCIA10_351_1",
+    "BraTS19_CBICA_AQD_1", "BraTS19_TCIA09_462_1", "BraTS19_CBICA_AYI_1", "BraTS19_2013_25_1",
+    "BraTS19_CBICA_AVJ_1", "BraTS19_2013_12_1", "BraTS19_TCIA06_372_1", "BraTS19_2013_24_1", "BraTS19_TCIA04_479_1",
+    "BraTS19_CBICA_ASV_1", "BraTS19_CBICA_ABN_1", "BraTS19_CBICA_ATN_1", "BraTS19_CBICA_ABE_1",
+    "BraTS19_TCIA08_319_1", "BraTS19_CBICA_AQP_1", "BraTS19_TCIA03_138_1", "BraTS19_TCIA10_410_1",
+    "BraTS19_CBICA_BGW_1", "BraTS19_CBICA_BNR_1", "BraTS19_CBICA_BHB_1", "BraTS19_CBICA_BFP_1",
+    "BraTS19_CBICA_BGT_1", "BraTS19_CBICA_AYU_1", "BraTS19_CBICA_ATD_1", "BraTS19_CBICA_ATP_1",
+    "BraTS19_CBICA_BBG_1", "BraTS19_CBICA_ARZ_1", "BraTS19_TCIA06_211_1", "BraTS19_2013_6_1", "BraTS19_CBICA_ALX_1",
+    "BraTS19_TCIA05_478_1", "BraTS19_TCIA06_603_1", "BraTS19_TCIA03_265_1", "BraTS19_TCIA13_623_1",
+    "BraTS19_TCIA04_111_1", "BraTS19_CBICA_ASG_1", "BraTS19_TCIA01_499_1", "BraTS19_TCIA12_466_1",
+    "BraTS19_TCIA01_203_1", "BraTS19_2013_22_1", "BraTS19_TCIA02_274_1", "BraTS19_TCIA01_150_1",
+    "BraTS19_TCIA10_346_1"
+)
+"""BraTS 2019 train list (SSL4MIS), in file order (250 ids)."""
+
+BRATS19_VAL: tuple[str, ...] = (
+    "BraTS19_CBICA_AAP_1", "BraTS19_TCIA10_282_1", "BraTS19_TCIA01_147_1", "BraTS19_TCIA13_615_1",
+    "BraTS19_CBICA_AQA_1", "BraTS19_TCIA08_205_1", "BraTS19_TCIA09_177_1", "BraTS19_TCIA02_208_1",
+    "BraTS19_CBICA_AQN_1", "BraTS19_2013_16_1", "BraTS19_CBICA_BHQ_1", "BraTS19_TCIA02_135_1",
+    "BraTS19_CBICA_AVB_1", "BraTS19_TCIA10_644_1", "BraTS19_CBICA_BKV_1", "BraTS19_TMC_15477_1", "BraTS19_2013_1_1",
+    "BraTS19_CBICA_ARW_1", "BraTS19_TMC_11964_1", "BraTS19_TCIA09_312_1", "BraTS19_TCIA06_184_1",
+    "BraTS19_TMC_30014_1", "BraTS19_TCIA10_103_1", "BraTS19_CBICA_AOC_1", "BraTS19_CBICA_ABO_1"
+)
+"""BraTS 2019 validation list (SSL4MIS), in file order (25 ids)."""
+
+BRATS19_TEST: tuple[str, ...] = (
+    "BraTS19_TCIA02_309_1", "BraTS19_CBICA_AYA_1", "BraTS19_CBICA_AYG_1", "BraTS19_CBICA_ANV_1",
+    "BraTS19_CBICA_BAN_1", "BraTS19_TCIA10_408_1", "BraTS19_TCIA01_448_1", "BraTS19_TCIA10_261_1",
+    "BraTS19_CBICA_ALU_1", "BraTS19_CBICA_AWH_1", "BraTS19_TCIA10_420_1", "BraTS19_2013_11_1",
+    "BraTS19_TCIA01_460_1", "BraTS19_TCIA10_639_1", "BraTS19_TCIA10_130_1", "BraTS19_TCIA09_254_1",
+    "BraTS19_CBICA_BLJ_1", "BraTS19_TCIA01_390_1", "BraTS19_2013_19_1", "BraTS19_CBICA_BDK_1",
+    "BraTS19_TCIA13_630_1", "BraTS19_TCIA02_430_1", "BraTS19_TCIA06_165_1", "BraTS19_CBICA_AOS_1",
+    "BraTS19_CBICA_AZH_1", "BraTS19_CBICA_BGX_1", "BraTS19_TCIA02_455_1", "BraTS19_TCIA10_330_1",
+    "BraTS19_TMC_12866_1", "BraTS19_TCIA02_321_1", "BraTS19_TCIA03_257_1", "BraTS19_CBICA_AWI_1",
+    "BraTS19_CBICA_AQZ_1", "BraTS19_TCIA10_152_1", "BraTS19_TMC_27374_1", "BraTS19_TCIA01_378_1",
+    "BraTS19_TCIA08_218_1", "BraTS19_CBICA_ASY_1", "BraTS19_TCIA02_168_1", "BraTS19_CBICA_BJY_1",
+    "BraTS19_2013_18_1", "BraTS19_TCIA03_121_1", "BraTS19_CBICA_BIC_1", "BraTS19_TCIA03_133_1",
+    "BraTS19_TCIA02_171_1", "BraTS19_TMC_06290_1", "BraTS19_TCIA10_175_1", "BraTS19_CBICA_BGR_1",
+    "BraTS19_TCIA10_276_1", "BraTS19_TCIA09_402_1", "BraTS19_TCIA10_442_1", "BraTS19_CBICA_AUN_1",
+    "BraTS19_2013_20_1", "BraTS19_TCIA10_490_1", "BraTS19_TCIA06_409_1", "BraTS19_TMC_21360_1",
+    "BraTS19_CBICA_AQQ_1", "BraTS19_TCIA10_307_1", "BraTS19_TCIA04_437_1", "BraTS19_CBICA_AQR_1"
+)
+"""BraTS 2019 test list (SSL4MIS), in file order (60 ids)."""

@@ -1,0 +1,24 @@
+#!/usr/bin/env python
+"""Convert BraTS 2019 (per-case NIfTI folders) to a NIfTI Decathlon folder.
+
+Usage: ``python scripts/prepare_brats19.py --source_dir SRC --out_dir OUT [options]``; ``--help`` lists the options
+(the arguments of :func:`crln_monai.data.convert.prepare_brats19`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import fire
+
+from crln_monai.data.convert import prepare_brats19
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the converter with command-line arguments (``argv``; default: ``sys.argv[1:]``); prints the output folder."""
+    command = None if argv is None else list(argv)
+    fire.Fire(prepare_brats19, command=command, name="prepare_brats19", serialize=str)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""SemiSupervisedTrainer: the ablation switches skip what they should; non-finite losses stop cleanly."""
+
+import copy
+
+import pytest
+import torch
+
+from crln_monai.handlers import AtomicCheckpointSaver
+from crln_monai.engines import SemiSupervisedTrainer, pseudo_label_dice
+from crln_monai.losses import CPSLoss
+from crln_monai.networks import CRLN
+from crln_monai.transforms import StrongAugment
+
+PATCH = (32, 32, 16)
+
+
+def _batches(n=2, unlabelled_has_label=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        image = torch.rand(4, 1, *PATCH, generator=g)
+        label = (image > 0.6).long()
+        if not unlabelled_has_label:
+            label[2:] = -1
+        out.append({"image": image, "label": label})
+    return out
+
+
+def _trainer(use_dim=True, use_unlabelled=True, cps=True, rectify_start=0, data=None, lr=0.01, max_epochs=1, **kwargs):
+    torch.manual_seed(0)
+    net = CRLN(patch_size=PATCH, num_prototypes=2, use_dim=True)
+    teacher = copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.SGD(net.student_parameters(), lr=lr, momentum=0.9)
+    ropt = torch.optim.SGD(net.rectifier.parameters(), lr=lr, momentum=0.9)
+    trainer = SemiSupervisedTrainer(
+        "cpu", max_epochs, data or _batches(), net, teacher, opt, ropt,
+        cps_loss=CPSLoss(num_queries=8, num_negatives=16) if cps else None,
+        strong_augment=StrongAugment(), use_dim=use_dim, use_unlabelled=use_unlabelled,
+        rectify_start=rectify_start, check_interval=1, **kwargs,
+    )  # fmt: skip
+    return trainer, net, teacher
+
+
+def test_full_method_runs_and_logs_every_term():
+    trainer, net, teacher = _trainer()
+    trainer.run()
+    out = trainer.state.output
+    for key in ("loss", "loss_sup", "loss_relation", "loss_u", "loss_cp", "loss_mu", "confident_share_rectified"):
+        assert torch.isfinite(out[key]), key
+    assert out["rectifying"] == 1
+    assert torch.isnan(out["pseudo_label_dice"])  # unlabelled volumes have no labels here
+    # teacher = EMA of the student; the rectifier is shared (copied), not averaged
+    assert torch.equal(teacher.rectifier.raw_mu, net.rectifier.raw_mu)
+    assert trainer.teacher_ema.step == 2
+
+
+def test_baseline_mode_gives_no_dim_parameter_a_gradient():
+    trainer, net, _ = _trainer(use_dim=False)
+    trainer.run()
+    assert all(p.grad is None for p in net.dim.parameters())
+    assert net.rectifier.raw_mu.grad is None and trainer.rectifier_optimizer is None
+    assert torch.isnan(trainer.state.output["loss_relation"]) and torch.isnan(trainer.state.output["mu"])
+    assert torch.isfinite(trainer.state.output["loss_u"])
+
+
+def test_supervised_only_never_runs_the_teacher():
+    trainer, net, teacher = _trainer(use_unlabelled=False, cps=False)
+    calls = []
+    teacher.register_forward_hook(lambda *a: calls.append(1))
+    trainer.run()
+    assert calls == []
+    assert torch.isnan(trainer.state.output["loss_u"]) and torch.isnan(trainer.state.output["loss_cp"])
+    assert any(p.grad is not None for p in net.dim.parameters())  # the DIM is still supervised on labels
+
+
+def test_learning_stage_uses_plain_pseudo_labels():
+    trainer, _, _ = _trainer(rectify_start=100)
+    trainer.run()
+    assert trainer.state.output["rectifying"] == 0
+    assert torch.isnan(trainer.state.output["confident_share_rectified"])
+
+
+def test_pseudo_label_dice_is_logged_when_labels_exist():
+    trainer, _, _ = _trainer(data=_batches(unlabelled_has_label=True))
+    trainer.run()
+    dice = trainer.state.output["pseudo_label_dice"]
+    assert 0 <= float(dice) <= 1
+
+
+def test_pseudo_label_dice_by_hand():
+    pseudo = torch.tensor([[[1, 1, 0, 0]], [[1, 0, 0, 0]]]).reshape(2, 4, 1, 1)
+    label = torch.tensor([[[1, 0, 0, 0]], [[-1, -1, -1, -1]]]).reshape(2, 1, 4, 1, 1)
+    # only volume 0 has a label: Dice = 2*1 / (2 + 1)
+    assert torch.isclose(pseudo_label_dice(pseudo, label, 2), torch.tensor(2 / 3))
+    assert torch.isnan(pseudo_label_dice(pseudo, torch.full_like(label, -1), 2))
+
+
+def test_non_finite_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
+    data = _batches(n=2)
+    data[1] = {k: v.clone() for k, v in data[1].items()}
+    data[1]["image"][0, 0, 0, 0, 0] = float("nan")
+    trainer, net, teacher = _trainer(data=data, epoch_length=1, max_epochs=2)
+    trainer.check_interval = 100  # the check before the checkpoint write must catch it
+    saver = AtomicCheckpointSaver(tmp_path, {"model": teacher}, "model_last.pt")
+    saver.attach(trainer)
+    with pytest.raises(FloatingPointError, match="non-finite loss at or before iteration 2"):
+        trainer.run()
+    saved = torch.load(tmp_path / "model_last.pt")
+    assert all(torch.isfinite(v).all() for v in saved.values() if v.is_floating_point())
+    assert not all(torch.isfinite(p).all() for p in net.parameters())  # the run did diverge in memory
+
+
+def test_bad_configuration_errors():
+    net = CRLN(patch_size=PATCH, use_dim=False, use_projection=False)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="use_dim=True needs"):
+        SemiSupervisedTrainer("cpu", 1, [], net, copy.deepcopy(net), opt)
+    with pytest.raises(ValueError, match="projection head"):
+        SemiSupervisedTrainer("cpu", 1, [], net, copy.deepcopy(net), opt, use_dim=False, cps_loss=CPSLoss())
+    with pytest.raises(ValueError, match="amp_dtype"):
+        SemiSupervisedTrainer("cpu", 1, [], net, copy.deepcopy(net), opt, use_dim=False, amp_dtype="int8")
