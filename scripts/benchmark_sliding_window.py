@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     dtypes = args.dtypes or (["fp32", "bf16"] if cuda else ["fp32"])
     patch, stride = tuple(args.patch_size), tuple(args.stride)
     machine = machine_info(device)
-    print(f"command: {command_line()}")
+    print(f"command: {command_line(__file__, argv)}")
     print(f"machine: {json.dumps(machine)}")
 
     data_dir = None if args.synthetic else Path(args.data_dir) if args.data_dir else DEFAULT_DATA_DIR
@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           f"for {len(all_shapes)} volumes (target <= 10 s on an H100/H200) {'PASS' if check['pass'] else 'MISS'}")  # fmt: skip
     payload = {
         "script": "benchmark_sliding_window",
-        "command": command_line(),
+        "command": command_line(__file__, argv),
         "machine": machine,
         "settings": {
             "source": source,

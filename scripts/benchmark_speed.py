@@ -68,8 +68,11 @@ GIB = 2**30
 # ------------------------------------------------------------------------------------------ shared helpers
 
 
-def command_line() -> str:
-    """The command that started this process, shell-quoted (``python scripts/x.py --flag value``)."""
+def command_line(script: str | None = None, argv: Sequence[str] | None = None) -> str:
+    """The command line, shell-quoted: ``python scripts/<script> <argv>`` when ``main`` was called with ``argv``
+    (e.g. from a test), else the command that started this process."""
+    if argv is not None and script is not None:
+        return " ".join(shlex.quote(a) for a in ["python", f"scripts/{Path(script).name}", *argv])
     return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
 
 
@@ -429,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise ValueError(f"--iterations must be >= 1 and --warmup >= 0, got {timed} and {warmup}.")
     variants = args.variants or (["fp32", "bf16", "bf16_compile"] if cuda else ["fp32", "bf16"])
     machine = machine_info(device)
-    print(f"command: {command_line()}")
+    print(f"command: {command_line(__file__, argv)}")
     print(f"machine: {json.dumps(machine)}")
     mode = "forward_backward" if args.forward_backward_only else "trainer_iteration"
     print(f"mode {mode}, patch {patch}, batch 2+2, warm-up {warmup}, timed {timed}, variants {variants}", flush=True)
@@ -458,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               "on the CPU only the ratio target applies.")  # fmt: skip
     payload = {
         "script": "benchmark_speed",
-        "command": command_line(),
+        "command": command_line(__file__, argv),
         "machine": machine,
         "settings": {
             "mode": mode,

@@ -98,7 +98,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "cpu": {
         "factor": 2, "patch_size": (64, 64, 32),
         "num_unlabelled": 72, "num_workers": 0, "sw_batch_size": 4, "methods": list(METHODS),
-        "iterations": 240, "probe_warmup": 1, "probe_iterations": 3,
+        "iterations": 300, "probe_warmup": 1, "probe_iterations": 3,
     },
     "gpu": {
         "factor": 1, "patch_size": (112, 112, 80),
@@ -266,6 +266,10 @@ def bundle_overrides(
     if settings["compile"]:
         overrides["compile"] = True
     overrides.update(METHODS[method])
+    if overrides.get("use_dim", True) is False:
+        # without a DIM the network has no rectifier, but train.json evaluates the rectifier optimiser's ``params``
+        # before its ``_disabled_`` flag; replace both objects by None ("$None": the CLI drops plain None overrides)
+        overrides.update(rectifier_optimizer="$None", rectifier_lr_scheduler="$None")
     return overrides
 
 
@@ -273,7 +277,8 @@ def cli_value(value: Any) -> str:
     """A Python override as the ``monai.bundle`` (fire) command line needs it.
 
     Fire turns only ``True``/``False``/``None`` into Python values; ``false`` stays the *string* ``"false"``, which is
-    truthy in the configs' ``$not @use_dim`` expressions. Lists are written as JSON without spaces.
+    truthy in the configs' ``$not @use_dim`` expressions. Lists are written as JSON without spaces. Note that
+    ``monai.bundle run`` ignores overrides whose value is ``None``; write ``"$None"`` to set a key to None.
     """
     if isinstance(value, bool) or value is None:
         return repr(value)
@@ -470,7 +475,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work_dir", default="work/la_accuracy", help="downsampled/copied data and the runs")
     parser.add_argument("--out", default="la_accuracy.json", help="JSON results; the Markdown table goes beside it (.md)")
     parser.add_argument("--iterations", type=int, default=None,
-                        help="training iterations per method (default: cpu 240; gpu from --train_seconds)")  # fmt: skip
+                        help="training iterations per method (default: cpu 300; gpu from --train_seconds)")  # fmt: skip
     parser.add_argument("--train_seconds", type=float, default=240.0, help="gpu: training time per method")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=0.01,
@@ -528,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     settings = _settings(args)
     device = torch.device(settings["device"])
     machine = machine_info(device)
-    print(f"command: {command_line()}")
+    print(f"command: {command_line(__file__, argv)}")
     print(f"machine: {json.dumps(machine)}")
     source = Path(args.data_dir) if args.data_dir else DEFAULT_DATA_DIR
     if not (source / "dataset.json").is_file():
@@ -552,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     data_info = {"description": description, "folder": str(data_dir),
                  "cases": {k: [c["case"] for c in v] for k, v in split.items()}}  # fmt: skip
     payload: dict[str, Any] = {
-        "script": "la_accuracy", "command": command_line(), "machine": machine, "protocol": args.protocol,
+        "script": "la_accuracy", "command": command_line(__file__, argv), "machine": machine, "protocol": args.protocol,
         "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
         "data": data_info, "bootstrap_resamples": 100, "results": [],
     }  # fmt: skip

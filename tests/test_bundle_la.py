@@ -1,0 +1,126 @@
+"""The LA bundle: CLI training run, properties, metadata, resume, truly unlabelled data, real LA cases."""
+
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigWorkflow
+
+from crln_monai.bundle import verify_bundle_metadata
+from crln_monai.data import make_synthetic_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "la"
+CONFIGS = BUNDLE / "configs"
+TINY = {  # tiny synthetic setting: 40×40×24 volumes, 32×32×16 patches
+    "synthetic_shape": [40, 40, 24], "patch_size": [32, 32, 16], "sw_stride": [16, 16, 8], "num_prototypes": 2,
+    "num_queries": 8, "num_negatives": 16, "log_interval": 1, "rectify_start": 1, "deterministic": True,
+}  # fmt: skip
+
+
+def _workflow(configs, workflow_type=None, **override) -> ConfigWorkflow:
+    files = [str(CONFIGS / f"{c}.json") for c in configs]
+    wf = ConfigWorkflow(
+        config_file=files, meta_file=str(CONFIGS / "metadata.json"), logging_file=False, workflow_type=workflow_type,
+        run_id="training", bundle_root=str(BUNDLE), **override,
+    )  # fmt: skip
+    wf.initialize()
+    return wf
+
+
+def _teacher_state(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.slow
+def test_cli_training_run_writes_checkpoints_reports_and_finite_losses(tmp_path):
+    overrides = {**TINY, "demo_dir": str(tmp_path), "max_epochs": 2, "epoch_length": 2, "val_interval": 1}
+    args = []
+    for key, value in overrides.items():
+        args += [f"--{key}", str(value).replace(" ", "") if not isinstance(value, bool) else str(value)]
+    files = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'evaluate.json'}','{CONFIGS / 'demo.json'}']"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", files, "--bundle_root", str(BUNDLE)]
+    result = subprocess.run(cmd + args, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name in ("model_last.pt", "model.pt", "resume.pt"):
+        assert (tmp_path / "models" / name).is_file(), name
+    resume = torch.load(tmp_path / "models" / "resume.pt", map_location="cpu", weights_only=False)
+    assert {"student", "teacher", "optimizer", "rectifier_optimizer", "lr_scheduler", "teacher_ema", "trainer"} <= set(resume)
+    assert resume["trainer"]["iteration"] == 4 and resume["teacher_ema"]["step"] == 4
+    with open(tmp_path / "eval" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(math.isfinite(float(r["loss"])) for r in rows)
+    assert (tmp_path / "eval" / "training_curves.png").stat().st_size > 0
+    assert (tmp_path / "eval" / "summary.json").is_file() and (tmp_path / "eval" / "per_case.csv").is_file()
+    assert len(list((tmp_path / "eval" / "predictions").glob("*.nii.gz"))) == 6
+    assert "Dice per case" in result.stdout + result.stderr
+
+
+def test_check_properties_and_metadata(tmp_path):
+    data = make_synthetic_dataset(tmp_path / "data", num_cases=8, num_test=2, shape=(40, 40, 24))
+    wf = _workflow(["train"], workflow_type="train", dataset_dir=str(data), num_labelled=2)
+    assert wf.check_properties() == []
+    verify_bundle_metadata(CONFIGS / "metadata.json")
+
+
+def test_metadata_missing_key_is_named(tmp_path):
+    import json
+
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    del meta["network_data_format"]
+    (tmp_path / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="network_data_format"):
+        verify_bundle_metadata(tmp_path / "metadata.json")
+
+
+def test_resume_continues_to_the_same_teacher(tmp_path):
+    common = {**TINY, "epoch_length": 2, "num_validation": 0, "max_epochs": 2}
+    straight = _workflow(["train", "evaluate", "demo"], demo_dir=str(tmp_path / "a"), **common)
+    straight.run()
+    interrupted = _workflow(["train", "evaluate", "demo"], demo_dir=str(tmp_path / "b"), **common)
+    trainer = interrupted.parser.get_parsed_content("train::trainer")
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda engine: engine.terminate())  # a crash after epoch 1
+    interrupted.run()
+    assert trainer.state.iteration == 2
+    resumed = _workflow(["train", "evaluate", "demo"], demo_dir=str(tmp_path / "b"), resume=True, **common)
+    resumed.run()
+    assert resumed.parser.get_parsed_content("train::trainer").state.iteration == 4
+    a, b = _teacher_state(tmp_path / "a/models/model_last.pt"), _teacher_state(tmp_path / "b/models/model_last.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_truly_unlabelled_pool_trains(tmp_path):
+    wf = _workflow(
+        ["train", "evaluate", "demo"], demo_dir=str(tmp_path), synthetic_unlabelled_labels=False, max_epochs=1, epoch_length=2,
+        num_validation=0, **{k: v for k, v in TINY.items() if k != "deterministic"},
+    )  # fmt: skip
+    datalist = wf.parser.get_parsed_content("datalist")
+    without = [item for item in datalist["unlabelled"] if "label" not in item]
+    assert len(without) >= len(datalist["unlabelled"]) - 1 >= 10  # no label files on disk for the pool
+    wf.run()
+    out = wf.parser.get_parsed_content("train::trainer").state.output
+    assert torch.isfinite(out["loss"]) and torch.isnan(out["pseudo_label_dice"])
+
+
+def test_a_few_iterations_on_real_la_cases(la_dir, tmp_path):
+    import json
+
+    ids = json.loads((la_dir / "dataset.json").read_text())["train_ids"]
+    wf = _workflow(
+        ["train"], dataset_dir=str(la_dir), ckpt_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "eval"),
+        num_labelled=None, labelled_ids=ids[:1], unlabelled_ids=ids[1:2], labelled_batch_size=1, unlabelled_batch_size=1,
+        patch_size=[48, 48, 32], num_prototypes=2, num_queries=8, num_negatives=16, max_epochs=1, epoch_length=2,
+        num_workers=0, rectify_start=0, log_interval=1,
+    )  # fmt: skip
+    wf.run()
+    out = wf.parser.get_parsed_content("train::trainer").state.output
+    assert torch.isfinite(out["loss"]) and 0 <= float(out["pseudo_label_dice"]) <= 1
+    assert (tmp_path / "models" / "model_last.pt").is_file()
