@@ -8,6 +8,7 @@ from .datalist import (
     semi_supervised_datalist,
     without_labels,
 )
+from .inputs import nifti_files
 from .sampler import TwoStreamBatchSampler
 from .synthetic import make_synthetic_dataset, synthetic_case
 from .transforms import EnsureLabeld, evaluation_transforms, semi_supervised_train_transforms
@@ -20,6 +21,7 @@ __all__ = [
     "evaluation_transforms",
     "load_datalist_json",
     "make_synthetic_dataset",
+    "nifti_files",
     "save_datalist_json",
     "semi_supervised_datalist",
     "semi_supervised_train_transforms",

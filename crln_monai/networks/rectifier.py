@@ -111,7 +111,10 @@ class Rectifier(nn.Module):
                 f"got {tuple(logits.shape)} and {tuple(relation_map.shape)}."
             )
         if self.mode == "learnable_v3":
-            mu = _ClampWithInwardGradient.apply(self.raw_mu, 0.0, 1.0)
+            if torch.is_grad_enabled() and self.raw_mu.requires_grad:
+                mu = _ClampWithInwardGradient.apply(self.raw_mu, 0.0, 1.0)
+            else:  # same value; a plain clamp keeps inference traceable for TorchScript export
+                mu = self.raw_mu.clamp(0.0, 1.0)
             return logits + (1.0 - mu) * relation_map
         if self.mode == "learnable_v2":
             return self.fuse(torch.cat([logits, relation_map], dim=1))
