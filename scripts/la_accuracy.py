@@ -1,4 +1,4 @@
-"""Accuracy protocols on the real LA data: the paper's ablation ladder, trained with the LA bundle, scored on 20 test cases.
+"""Accuracy protocols on the real LA data: the paper's ablation ladder, trained by the LA bundle, scored on test cases.
 
 Methods (bundle overrides; same seed, data, sampler and iteration budget for all):
 
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import shutil
@@ -114,12 +113,14 @@ MIB = 2**20
 
 
 def select_cases(data_dir: Path, num_unlabelled: int, max_test_cases: int | None) -> dict[str, list[dict[str, str]]]:
-    """LA-8 protocol: labelled = the first 8 ``train_ids``, unlabelled = the next ``num_unlabelled``, test = ``test_ids``
-    (the first ``max_test_cases`` when given). Items are ``{"case", "image", "label"}`` with absolute paths."""
+    """LA-8 protocol: labelled = the first 8 ``train_ids``, unlabelled = the next ``num_unlabelled``, test =
+    ``test_ids`` (the first ``max_test_cases`` when given). Items are ``{"case", "image", "label"}``, absolute paths."""
     train = la_cases(data_dir, "train_ids")
     test = la_cases(data_dir, "test_ids")
     if len(train) < NUM_LABELLED + 1:
-        raise ValueError(f"{data_dir}: train_ids has {len(train)} cases; the LA-8 protocol needs at least {NUM_LABELLED + 1}.")
+        raise ValueError(
+            f"{data_dir}: train_ids has {len(train)} cases; the LA-8 protocol needs at least {NUM_LABELLED + 1}."
+        )
     return {
         "labelled": train[:NUM_LABELLED],
         "unlabelled": train[NUM_LABELLED : NUM_LABELLED + num_unlabelled],
@@ -135,7 +136,9 @@ def _dataset_json(out_dir: Path, split: dict[str, list[dict[str, str]]], note: s
         "labels": {"0": "background", "1": "left_atrium"},
         "modality": {"0": "MRI"},
         "numTraining": len(cases),
-        "training": [{"image": f"./imagesTr/{c['case']}.nii.gz", "label": f"./labelsTr/{c['case']}.nii.gz"} for c in cases],
+        "training": [
+            {"image": f"./imagesTr/{c['case']}.nii.gz", "label": f"./labelsTr/{c['case']}.nii.gz"} for c in cases
+        ],
         "train_ids": [c["case"] for c in split["labelled"] + split["unlabelled"]],
         "test_ids": [c["case"] for c in split["test"]],
     }
@@ -183,7 +186,8 @@ def write_downsampled(split: dict[str, list[dict[str, str]]], out_dir: Path, fac
         image, label = _downsample_case(item["image"], item["label"], factor)
         nib.save(label, label_out)
         nib.save(image, image_out)  # written last: its presence marks a finished case
-    _dataset_json(out_dir, split, f"LA2018 cases downsampled by {factor} on every axis (area average) by scripts/la_accuracy.py")
+    note = f"LA2018 cases downsampled by {factor} on every axis (area average) by scripts/la_accuracy.py"
+    _dataset_json(out_dir, split, note)
     return out_dir
 
 
@@ -204,8 +208,10 @@ def copy_subset(
     """
     size = sum(_case_mib(c) for c in split["labelled"] + split["test"])
     if size > max_mib:
-        raise ValueError(f"the {len(split['labelled'])} labelled and {len(split['test'])} test cases take {size:.1f} MiB, "
-                         f"over --max_subset_mib {max_mib}.")  # fmt: skip
+        raise ValueError(
+            f"the {len(split['labelled'])} labelled and {len(split['test'])} test cases take {size:.1f} MiB, "
+            f"over --max_subset_mib {max_mib}."
+        )
     unlabelled = []
     for item in split["unlabelled"]:
         if size + _case_mib(item) > max_mib:
@@ -229,11 +235,12 @@ def copy_subset(
 
 def iteration_schedule(iterations: int, max_epochs: int = 20) -> tuple[int, int]:
     """``(max_epochs, epoch_length)`` with ``max_epochs = min(iterations, 20)`` (the poly LR steps per epoch) and
-    ``epoch_length = ceil(iterations / max_epochs)``; the run has ``max_epochs * epoch_length >= iterations``."""
+    ``epoch_length = iterations // max_epochs``: the run has ``max_epochs * epoch_length <= iterations`` iterations
+    (fewer by less than 20, so a time budget is never exceeded)."""
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}.")
     epochs = min(iterations, max_epochs)
-    return epochs, math.ceil(iterations / epochs)
+    return epochs, iterations // epochs
 
 
 def bundle_overrides(
@@ -324,7 +331,7 @@ def _parser(overrides: dict[str, Any]) -> Any:
 
 
 def build_inference_network(overrides: dict[str, Any], checkpoint: Path, device: torch.device) -> torch.nn.Module:
-    """``RectifiedPrediction(CRLN)`` from the bundle's ``network_def`` under ``overrides``, with the checkpoint's weights."""
+    """``RectifiedPrediction(CRLN)`` built by the bundle's ``network_def`` under ``overrides``, checkpoint loaded."""
     from crln_monai.networks import RectifiedPrediction
 
     network = RectifiedPrediction(_parser(overrides).get_parsed_content("network_def"))
@@ -402,8 +409,9 @@ def evaluate_checkpoint(
     from crln_monai.evaluation import UAMTSlidingWindowInferer, case_record
 
     load = evaluation_transforms(with_label=False)
-    inferer = UAMTSlidingWindowInferer(settings["patch_size"], settings["eval_stride"],
-                                       sw_batch_size=settings["sw_batch_size"], amp_dtype=settings["amp_dtype"])  # fmt: skip
+    inferer = UAMTSlidingWindowInferer(
+        settings["patch_size"], settings["eval_stride"], settings["sw_batch_size"], amp_dtype=settings["amp_dtype"]
+    )
     records = []
     for item in test:
         image = load({"image": item["image"]})["image"].as_tensor()[None].to(device)
@@ -441,12 +449,12 @@ def results_markdown(payload: dict[str, Any]) -> str:
         f"- machine: {machine['platform']}, {machine['cpu_count']} CPUs, torch {machine['torch']}, "
         f"device {machine.get('cuda_device') or 'cpu'}",
         f"- data: {payload['data']['description']}",
-        f"- scored on the original grid (0.625 mm); Dice/Jaccard in %, HD95/ASD in voxels of the original grid and in mm;"
-        f" mean ± std over {payload['bootstrap_resamples']} bootstrap resamples of the test cases",
+        "- scored on the original grid (0.625 mm); Dice/Jaccard in %, HD95/ASD in voxels of the original grid and "
+        f"in mm; mean ± std over {payload['bootstrap_resamples']} bootstrap resamples of the test cases",
         f"- training: seed {payload['settings']['seed']}, lr {payload['settings']['lr']}, patch "
         f"{payload['settings']['patch_size']}, rectification from {payload['settings']['rectify_fraction']:.0%} "
         f"of the run; evaluation stride {payload['settings']['eval_stride']}",
-        "- paper: LA-8 final checkpoint, Table 5 (40k iterations at full resolution), Dice / Jaccard / HD95 / ASD (voxels)",
+        "- paper: LA-8 final checkpoint, Table 5 (40k iterations, full resolution), Dice / Jaccard / HD95 / ASD (vox)",
         "",
         "| method | protocol | iterations | Dice (%) | Jaccard (%) | HD95 (vox) | ASD (vox) | HD95 (mm) | ASD (mm) "
         "| empty pred. | train s | paper LA-8 | checkpoint |",
@@ -467,26 +475,32 @@ def results_markdown(payload: dict[str, Any]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="cpu")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=None,
                         help="default: cpu all five, gpu crln_full")  # fmt: skip
     parser.add_argument("--data_dir", default=None, help="LA folder with dataset.json (default: ../shared/data/la2018)")
     parser.add_argument("--work_dir", default="work/la_accuracy", help="downsampled/copied data and the runs")
-    parser.add_argument("--out", default="la_accuracy.json", help="JSON results; the Markdown table goes beside it (.md)")
+    parser.add_argument("--out", default="la_accuracy.json", help="JSON results; the Markdown table goes beside it")
     parser.add_argument("--iterations", type=int, default=None,
                         help="training iterations per method (default: cpu 300; gpu from --train_seconds)")  # fmt: skip
     parser.add_argument("--train_seconds", type=float, default=240.0, help="gpu: training time per method")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lr", type=float, default=0.01,
-                        help="SGD learning rate, same for every method (the paper's 2.5e-3 is tuned for 40k iterations)")  # fmt: skip
-    parser.add_argument("--rectify_fraction", type=float, default=0.25,
-                        help="rectify_start = this fraction of the iterations (paper: 800 of 40k; DESIGN short run: 200 of 541)")  # fmt: skip
+    parser.add_argument(
+        "--lr", type=float, default=0.01,
+        help="SGD learning rate, same for every method (the paper's 2.5e-3 is tuned for 40k iterations)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rectify_fraction", type=float, default=0.25,
+        help="rectify_start = this fraction of the iterations (paper: 800 of 40k; DESIGN short run: 200 of 541)",
+    )  # fmt: skip
     parser.add_argument("--factor", type=int, default=None, help="cpu: downsampling factor per axis (default 2)")
     parser.add_argument("--patch_size", type=int, nargs=3, default=None, help="default: cpu 64 64 32, gpu 112 112 80")
-    parser.add_argument("--eval_stride", type=int, nargs=3, default=None, help="default: LA 18 18 4 divided by the factor")
+    parser.add_argument("--eval_stride", type=int, nargs=3, default=None, help="default: 18 18 4 over the factor")
     parser.add_argument("--sw_batch_size", type=int, default=None)
-    parser.add_argument("--num_unlabelled", type=int, default=None, help="unlabelled cases after the 8 labelled (cpu 72, gpu 9)")
+    parser.add_argument("--num_unlabelled", type=int, default=None, help="unlabelled cases (cpu 72, gpu 9)")
     parser.add_argument("--max_test_cases", type=int, default=None, help="score only the first N test cases")
     parser.add_argument("--max_subset_mib", type=float, default=55.0, help="gpu: size cap of the copied subset")
     parser.add_argument("--num_workers", type=int, default=None)
@@ -523,58 +537,59 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "compile": args.compile,
         "device": "cuda" if cuda else "cpu",
         "probe_warmup": defaults["probe_warmup"],
-        "probe_iterations": args.probe_iterations if args.probe_iterations is not None else defaults["probe_iterations"],
+        "probe_iterations": defaults["probe_iterations"] if args.probe_iterations is None else args.probe_iterations,
     }
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Prepare the data, train and score every method, write the JSON and Markdown results; returns the payload."""
-    args = parse_args(argv)
-    settings = _settings(args)
-    device = torch.device(settings["device"])
-    machine = machine_info(device)
-    print(f"command: {command_line(__file__, argv)}")
-    print(f"machine: {json.dumps(machine)}")
+    try:
+        return _run(argv)
+    finally:
+        torch.set_flush_denormal(False)  # back to the process default (set on the CPU for evaluation speed)
+
+
+def _prepare_data(args: argparse.Namespace, settings: dict[str, Any]) -> tuple[Path, dict[str, Any], dict[str, str]]:
+    """Write the protocol's data copy; returns ``(its folder, data info for the JSON, {test case: original label})``."""
     source = Path(args.data_dir) if args.data_dir else DEFAULT_DATA_DIR
     if not (source / "dataset.json").is_file():
         raise FileNotFoundError(f"no dataset.json in {source}; pass --data_dir <LA folder>.")
     work = Path(args.work_dir)
     split = select_cases(source, settings["num_unlabelled"], args.max_test_cases)
     original_labels = {c["case"]: c["label"] for c in split["test"]}
-
     start = time.perf_counter()
     if args.protocol == "cpu":
-        data_dir = write_downsampled(split, work / f"data_f{settings['factor']}", settings["factor"])
-        description = (f"{len(split['labelled'])} labelled + {len(split['unlabelled'])} unlabelled (next in train_ids) "
-                       f"+ {len(split['test'])} test cases, downsampled x{settings['factor']} per axis "
-                       f"({0.625 * settings['factor']:.3f} mm) for training and prediction")  # fmt: skip
+        factor = settings["factor"]
+        data_dir = write_downsampled(split, work / f"data_f{factor}", factor)
+        scale = f"downsampled x{factor} per axis ({0.625 * factor:.3f} mm) for training and prediction"
     else:
         data_dir, split, size = copy_subset(split, work / "data_subset", args.max_subset_mib)
-        description = (f"{len(split['labelled'])} labelled + {len(split['unlabelled'])} unlabelled (next in train_ids) "
-                       f"+ {len(split['test'])} test cases at full resolution, {size:.1f} MiB on disk")  # fmt: skip
+        scale = f"at full resolution, {size:.1f} MiB on disk"
+    description = (
+        f"{len(split['labelled'])} labelled + {len(split['unlabelled'])} unlabelled (next in train_ids) "
+        f"+ {len(split['test'])} test cases, {scale}"
+    )
     print(f"data: {description} -> {data_dir} ({time.perf_counter() - start:.0f} s)", flush=True)
-    test_items = la_cases(data_dir, "test_ids")
-    data_info = {"description": description, "folder": str(data_dir),
-                 "cases": {k: [c["case"] for c in v] for k, v in split.items()}}  # fmt: skip
-    payload: dict[str, Any] = {
-        "script": "la_accuracy", "command": command_line(__file__, argv), "machine": machine, "protocol": args.protocol,
-        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
-        "data": data_info, "bootstrap_resamples": 100, "results": [],
-    }  # fmt: skip
-    out = Path(args.out)
-    if args.prepare_only:
-        write_json(payload, out)
-        print(f"wrote {out}")
-        return payload
+    cases = {k: [c["case"] for c in v] for k, v in split.items()}
+    info = {"description": description, "folder": str(data_dir), "cases": cases}
+    return data_dir, info, original_labels
 
+
+def _plan_iterations(
+    args: argparse.Namespace, settings: dict[str, Any], data_dir: Path, device: torch.device, payload: dict[str, Any]
+) -> int:
+    """The iteration budget per method: ``--iterations``, the protocol default, or ``--train_seconds`` over the probed
+    seconds per iteration (gpu); prints the expected duration when the probe ran."""
     iterations = args.iterations or PROTOCOLS[args.protocol]["iterations"]
     probe = None
     if settings["probe_iterations"] > 0:
-        epochs, length = iteration_schedule(10)
-        overrides = bundle_overrides("crln_full", settings, data_dir, work / "probe", epochs, length)
+        overrides = bundle_overrides("crln_full", settings, data_dir, Path(args.work_dir) / "probe", 1, 1)
         probe = probe_iteration(overrides, settings["probe_warmup"], settings["probe_iterations"], device)
-        print(f"probe: crln_full {probe['s_per_iteration']:.3f} s/iteration (data loading included), "
-              f"{probe['s_per_window'] * 1000:.0f} ms per sliding-window window", flush=True)  # fmt: skip
+        print(
+            f"probe: crln_full {probe['s_per_iteration']:.3f} s/iteration (data loading included), "
+            f"{probe['s_per_window'] * 1000:.0f} ms per sliding-window window",
+            flush=True,
+        )
         if iterations is None:
             iterations = max(1, int(args.train_seconds / probe["s_per_iteration"]))
             print(f"iterations: {args.train_seconds:.0f} s / {probe['s_per_iteration']:.3f} s = {iterations}")
@@ -583,41 +598,103 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     epochs, epoch_length = iteration_schedule(iterations)
     iterations = epochs * epoch_length
     if probe is not None:
-        windows = sum(num_windows(nib_shape(c["image"]), settings["patch_size"], settings["eval_stride"]) for c in test_items)
-        train_s = len(settings["methods"]) * iterations * probe["s_per_iteration"]
-        eval_s = len(settings["methods"]) * windows * probe["s_per_window"]
-        print(f"expected: training <= {train_s / 60:.1f} min ({len(settings['methods'])} methods x {iterations} iterations "
-              f"x {probe['s_per_iteration']:.2f} s; methods without DIM/CPS are faster), sliding windows "
-              f"{eval_s / 60:.1f} min ({windows} windows per method), plus metrics and ~20 s start-up per method", flush=True)  # fmt: skip
+        methods = len(settings["methods"])
+        patch, stride = settings["patch_size"], settings["eval_stride"]
+        windows = sum(num_windows(nib_shape(c["image"]), patch, stride) for c in la_cases(data_dir, "test_ids"))
+        train_s = methods * iterations * probe["s_per_iteration"]
+        eval_s = methods * windows * probe["s_per_window"]
+        print(
+            f"expected: training <= {train_s / 60:.1f} min ({methods} methods x {iterations} iterations x "
+            f"{probe['s_per_iteration']:.2f} s; methods without DIM/CPS are faster), sliding windows "
+            f"{eval_s / 60:.1f} min ({windows} windows per method), plus metrics and ~20 s start-up per method",
+            flush=True,
+        )
         payload["probe"] = {**probe, "expected_train_s": train_s, "expected_sliding_window_s": eval_s}
+    return iterations
 
+
+def _run_method(
+    method: str,
+    iterations: int,
+    settings: dict[str, Any],
+    data_dir: Path,
+    original_labels: dict[str, str],
+    work: Path,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Train one method through the bundle, score its ``model_last.pt``; returns its results row."""
+    from crln_monai.evaluation import write_evaluation_report
+
+    protocol = settings["protocol"]
+    run_dir = work / "runs" / f"{protocol}_{method}"
+    epochs, epoch_length = iteration_schedule(iterations)
+    overrides = bundle_overrides(method, settings, data_dir, run_dir, epochs, epoch_length)
+    train_s = run_training(overrides, run_dir / "train.log")
+    checkpoint = run_dir / "models" / "model_last.pt"
+    start = time.perf_counter()
+    network = build_inference_network(overrides, checkpoint, device)
+    records = evaluate_checkpoint(network, la_cases(data_dir, "test_ids"), original_labels, settings, device)
+    factor = settings["factor"]
+    spacing_note = (
+        "original LA grid, 0.625 mm"
+        if factor == 1
+        else f"predicted at {0.625 * factor:.3f} mm, softmax upsampled (trilinear) to the original 0.625 mm grid"
+    )
+    title = f"LA {protocol} protocol: {method}, {iterations} iterations"
+    summary = write_evaluation_report(records, run_dir / "report", title, str(checkpoint), spacing_note=spacing_note)
+    eval_s = time.perf_counter() - start
+    dice = summary["metrics"]["dice"]
+    print(
+        f"[{method}] Dice {100 * (dice['mean'] or 0):.2f} ± {100 * (dice['std'] or 0):.2f} % "
+        f"(train {train_s:.0f} s, evaluation {eval_s:.0f} s)",
+        flush=True,
+    )
+    return {
+        "method": method,
+        "protocol": protocol,
+        "iterations": iterations,
+        "checkpoint": str(checkpoint),
+        "train_command": " ".join(shlex.quote(a) for a in training_command(overrides)),
+        "overrides": METHODS[method],
+        "train_seconds": train_s,
+        "eval_seconds": eval_s,
+        "summary": summary,
+        "report_dir": str(run_dir / "report"),
+        "paper_la8": PAPER_LA8[method],
+    }
+
+
+def _run(argv: Sequence[str] | None) -> dict[str, Any]:
+    args = parse_args(argv)
+    settings = _settings(args)
+    device = torch.device(settings["device"])
+    machine = machine_info(device)
+    print(f"command: {command_line(__file__, argv)}")
+    print(f"machine: {json.dumps(machine)}")
+    data_dir, data_info, original_labels = _prepare_data(args, settings)
+    payload: dict[str, Any] = {
+        "script": "la_accuracy",
+        "command": command_line(__file__, argv),
+        "machine": machine,
+        "protocol": args.protocol,
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+        "data": data_info,
+        "bootstrap_resamples": 100,
+        "results": [],
+    }
+    out = Path(args.out)
+    if args.prepare_only:
+        write_json(payload, out)
+        print(f"wrote {out}")
+        return payload
+    if device.type == "cpu":
+        # eval-mode VNet activations underflow to denormals on the CPU, which made sliding windows 3-6x slower here
+        payload["settings"]["flush_denormal"] = torch.set_flush_denormal(True)
+    iterations = _plan_iterations(args, settings, data_dir, device, payload)
     payload["settings"]["iterations"] = iterations
     for method in settings["methods"]:
-        run_dir = work / "runs" / f"{args.protocol}_{method}"
-        overrides = bundle_overrides(method, settings, data_dir, run_dir, epochs, epoch_length)
-        train_s = run_training(overrides, run_dir / "train.log")
-        checkpoint = run_dir / "models" / "model_last.pt"
-        start = time.perf_counter()
-        network = build_inference_network(overrides, checkpoint, device)
-        records = evaluate_checkpoint(network, test_items, original_labels, settings, device)
-        from crln_monai.evaluation import write_evaluation_report
-
-        summary = write_evaluation_report(
-            records, run_dir / "report", f"LA {args.protocol} protocol: {method}, {iterations} iterations", str(checkpoint),
-            spacing_note="original LA grid, 0.625 mm" if settings["factor"] == 1 else
-            f"predicted at {0.625 * settings['factor']:.3f} mm, softmax upsampled (trilinear) to the original 0.625 mm grid",
-        )  # fmt: skip
-        eval_s = time.perf_counter() - start
-        row = {
-            "method": method, "protocol": args.protocol, "iterations": iterations, "checkpoint": str(checkpoint),
-            "train_command": " ".join(shlex.quote(a) for a in training_command(overrides)),
-            "overrides": METHODS[method], "train_seconds": train_s, "eval_seconds": eval_s,
-            "summary": summary, "report_dir": str(run_dir / "report"), "paper_la8": PAPER_LA8[method],
-        }  # fmt: skip
+        row = _run_method(method, iterations, settings, data_dir, original_labels, Path(args.work_dir), device)
         payload["results"].append(row)
-        dice = summary["metrics"]["dice"]
-        print(f"[{method}] Dice {100 * (dice['mean'] or 0):.2f} ± {100 * (dice['std'] or 0):.2f} % "
-              f"(train {train_s:.0f} s, evaluation {eval_s:.0f} s)", flush=True)  # fmt: skip
         write_json(payload, out)  # after every method, so a cut-off run keeps what it finished
     markdown = results_markdown(payload)
     out.with_suffix(".md").write_text(markdown)

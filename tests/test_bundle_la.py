@@ -58,6 +58,7 @@ def test_cli_training_run_writes_checkpoints_reports_and_finite_losses(tmp_path)
     assert len(rows) == 4 and all(math.isfinite(float(r["loss"])) for r in rows)
     assert (tmp_path / "eval" / "training_curves.png").stat().st_size > 0
     assert (tmp_path / "eval" / "summary.json").is_file() and (tmp_path / "eval" / "per_case.csv").is_file()
+    assert (tmp_path / "eval" / "best_worst_cases.png").stat().st_size > 0
     assert len(list((tmp_path / "eval" / "predictions").glob("*.nii.gz"))) == 6
     assert "Dice per case" in result.stdout + result.stderr
 
@@ -124,3 +125,16 @@ def test_a_few_iterations_on_real_la_cases(la_dir, tmp_path):
     out = wf.parser.get_parsed_content("train::trainer").state.output
     assert torch.isfinite(out["loss"]) and 0 <= float(out["pseudo_label_dice"]) <= 1
     assert (tmp_path / "models" / "model_last.pt").is_file()
+
+
+def test_mean_teacher_switches_build_no_dim_and_string_flags_are_refused(tmp_path):
+    tiny = {**TINY, "demo_dir": str(tmp_path), "max_epochs": 1, "epoch_length": 1, "num_validation": 0}
+    wf = _workflow(["train", "evaluate", "demo"], use_dim=False, use_cps=False, cutmix=False, noise=False, **tiny)
+    network = wf.parser.get_parsed_content("network")
+    assert network.dim is None and network.rectifier is None and network.projection is None
+    assert wf.parser.get_parsed_content("rectifier_optimizer") is None
+    wf.run()
+    assert torch.isnan(wf.parser.get_parsed_content("train::trainer").state.output["loss_relation"])
+    with pytest.raises(RuntimeError) as error:  # MONAI wraps the TypeError of the initialize expression
+        _workflow(["train", "evaluate", "demo"], use_dim="false", **tiny)
+    assert "use_dim='false'" in str(error.value.__cause__) and "False" in str(error.value.__cause__)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from monai.data import MetaTensor
 
 from crln_monai.evaluation.figures import central_slices, plot_case_overlays
 
@@ -33,6 +34,9 @@ def test_centroid_is_weighted_by_voxel_count_and_accepts_channel_first_tensors()
     label[2:4, 0:2, 12] = 1  # 4 more at z = 12 → mean z = (4*2 + 8*12) / 12 = 8.67 → 9
     cut = central_slices(torch.from_numpy(image)[None], torch.from_numpy(label)[None], torch.from_numpy(pred)[None])
     assert cut["index"] == 9
+    # the evaluator hands MetaTensors (C, H, W, D)
+    cut = central_slices(MetaTensor(torch.from_numpy(image)[None]), MetaTensor(torch.from_numpy(label)[None]), pred)
+    assert cut["index"] == 9 and isinstance(cut["image"], np.ndarray)
 
 
 def test_empty_reference_gives_the_middle_slice():
@@ -53,7 +57,8 @@ def test_shape_mismatch_is_rejected():
 def test_overlay_png_is_written(tmp_path):
     image, label, pred = _case()
     best = {"case": "best", "dice": 0.9, **central_slices(image, label, label)}
-    worst = {"case": "worst", "dice": 0.1, "image": image, "label": label, "pred": np.zeros_like(pred)}  # 3-D, empty pred
+    # 3-D volumes are cut by plot_case_overlays itself; an empty prediction draws no contour
+    worst = {"case": "worst", "dice": 0.1, "image": image, "label": label, "pred": np.zeros_like(pred)}
     out = plot_case_overlays([best, worst], tmp_path / "figs" / "overlay.png", title="best and worst")
     data = out.read_bytes()
     assert out == tmp_path / "figs" / "overlay.png"

@@ -43,6 +43,7 @@ def test_benchmark_speed_trainer_iterations(tmp_path, capsys):
         assert r[method]["median_s"] > 0 and math.isfinite(r[method]["final_loss"])
     assert r["crln"]["rectifying"] is True  # rectify_start=0: the timed iteration includes the rectification
     assert r["ratio_crln_over_mt"] == pytest.approx(r["crln"]["median_s"] / r["mean_teacher"]["median_s"])
+    assert r["ratio_crln_over_mt_of_minima"] == pytest.approx(r["crln"]["min_s"] / r["mean_teacher"]["min_s"])
     ratio_check = [c for c in payload["checks"] if "ratio" in c["name"]]
     assert len(ratio_check) == 1 and ratio_check[0]["pass"] == (r["ratio_crln_over_mt"] <= 1.4)
     printed = capsys.readouterr().out
@@ -95,6 +96,7 @@ def test_method_overrides_and_schedule(tmp_path):
     settings = la_accuracy._settings(la_accuracy.parse_args(["--protocol", "cpu"]))
     assert settings["patch_size"] == (64, 64, 32) and settings["train_stride"] == (9, 9, 2)
     assert la_accuracy.iteration_schedule(300) == (20, 15) and la_accuracy.iteration_schedule(2) == (2, 1)
+    assert la_accuracy.iteration_schedule(2419) == (20, 120)  # never more than the budget
     sup = la_accuracy.bundle_overrides("supervised", settings, tmp_path, tmp_path / "run", 20, 15)
     assert (sup["use_unlabelled"], sup["use_dim"], sup["use_cps"]) == (False, False, False)
     assert sup["rectifier_optimizer"] == "$None" and sup["device"] == "$torch.device('cpu')"
@@ -110,7 +112,8 @@ def test_method_overrides_and_schedule(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_la(tmp_path_factory):
     """A small synthetic LA-like set in the LA dataset.json format (10 train ids, 2 test ids)."""
-    return make_synthetic_dataset(tmp_path_factory.mktemp("tiny_la"), num_cases=12, num_test=2, shape=(36, 34, 20), seed=1)
+    folder = tmp_path_factory.mktemp("tiny_la")
+    return make_synthetic_dataset(folder, num_cases=12, num_test=2, shape=(36, 34, 20), seed=1)
 
 
 def test_write_downsampled_halves_the_grid(tiny_la, tmp_path):
@@ -149,12 +152,13 @@ def test_la_accuracy_tiny_cpu_run(tmp_path, tiny_la):
     real = la_accuracy.DEFAULT_DATA_DIR
     data_dir = real if (real / "dataset.json").is_file() else tiny_la
     out = tmp_path / "la.json"
-    payload = la_accuracy.main(["--protocol", "cpu", "--data_dir", str(data_dir), "--work_dir", str(tmp_path / "work"),
-                                "--out", str(out), "--iterations", "2", "--max_test_cases", "2", "--num_unlabelled", "2",
-                                "--methods", "crln_dim", "--patch_size", "32", "32", "16", "--eval_stride", "16", "16", "8",
-                                "--probe_iterations", "0"])  # fmt: skip
+    argv = ["--protocol", "cpu", "--data_dir", str(data_dir), "--work_dir", str(tmp_path / "work"), "--out", str(out),
+            "--iterations", "2", "--max_test_cases", "2", "--num_unlabelled", "2", "--methods", "crln_dim",
+            "--patch_size", "32", "32", "16", "--eval_stride", "32", "32", "16", "--probe_iterations", "0"]  # fmt: skip
+    payload = la_accuracy.main(argv)
     written = _read(out)
-    assert written["protocol"] == "cpu" and MACHINE_KEYS <= set(written["machine"]) and written["settings"]["iterations"] == 2
+    assert written["protocol"] == "cpu" and MACHINE_KEYS <= set(written["machine"])
+    assert written["settings"]["iterations"] == 2
     (row,) = written["results"]
     assert row["method"] == "crln_dim" and row["iterations"] == 2 and row["train_seconds"] > 0
     assert row["paper_la8"]["dice"] == 89.87 and "--use_cps False" in row["train_command"]

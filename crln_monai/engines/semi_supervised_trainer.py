@@ -15,6 +15,7 @@ from ..handlers.teacher_ema import TeacherEMA
 from ..losses import CPSLoss, PseudoLabelLoss, SegmentationLoss
 from ..networks.crln import CRLN
 from ..transforms import StrongAugment
+from .distributed import all_reduce_mean_, any_across_ranks, batchnorm_statistics, is_distributed
 from .pseudo_label_quality import confident_share, pseudo_label_dice
 
 __all__ = ["SemiSupervisedTrainer"]
@@ -40,6 +41,12 @@ class SemiSupervisedTrainer(SupervisedTrainer):
     the mean teacher (with ``strong_augment`` choosing weak-to-strong with or without CutMix and noise);
     ``cps_loss=None`` drops CPS; the CPS positive, DIM aggregation, rectifier and prototypes live in the
     loss and network objects.
+
+    DDP (``torchrun``, bundle ``multi_gpu_train.json``, ``docs/multi_gpu.md``): give the student wrapped by
+    :func:`~crln_monai.engines.distributed.wrap_ddp` and the teacher unwrapped. Under an initialised process group
+    the trainer also averages μ's gradient over the ranks in the μ step, averages the BatchNorm statistics of
+    student and teacher after each iteration (so every rank holds the same student, teacher and μ), and OR-s the
+    non-finite flag over the ranks in :meth:`check_finite`.
 
     Nothing inside the iteration synchronises with the host: the scalars of ``engine.state.output`` are
     detached device tensors, read by the logging handlers at their own interval. A non-finite loss is recorded
@@ -211,6 +218,8 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         # 4-5. μ step (Eq. 16), then teacher EMA
         loss_mu = engine._mu_step(image_l, label_l) if engine.rectifier_optimizer is not None else nan
         engine.teacher_ema.update()
+        if is_distributed():  # keep every rank's BN statistics equal (each rank updated them from its own batch)
+            all_reduce_mean_(batchnorm_statistics(student, _unwrap(engine.teacher)))
 
         mu = student.rectifier.mu if engine.use_dim and student.rectifier.mu is not None else None
         engine.state.output = {
@@ -232,8 +241,12 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         return engine.state.output
 
     def check_finite(self) -> None:
-        """Raise ``FloatingPointError`` if a loss was non-finite since the last check (one host sync)."""
-        if bool(self._nonfinite):
+        """Raise ``FloatingPointError`` if a loss was non-finite since the last check (one host sync).
+
+        Under DDP the flag is OR-ed over the ranks first (a collective: every rank must call this at the same
+        points, so every rank raises together and none writes the weights of a run diverged on another rank).
+        """
+        if bool(any_across_ranks(self._nonfinite)):
             self._nonfinite.zero_()
             raise FloatingPointError(
                 f"non-finite loss at or before iteration {self.state.iteration}: training stopped before writing "
@@ -288,6 +301,9 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         self.rectifier_optimizer.zero_grad(set_to_none=True)
         loss_mu = self.loss_function(student.rectifier(out.logits.float(), out.relation_map.float()), label_l)
         loss_mu.backward()
+        if is_distributed():  # the rectifier is outside DDP's reducer (see wrap_ddp): average μ's gradient here
+            groups = self.rectifier_optimizer.param_groups
+            all_reduce_mean_([p.grad for group in groups for p in group["params"] if p.grad is not None])
         self.rectifier_optimizer.step()
         return loss_mu
 

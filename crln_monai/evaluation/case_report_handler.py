@@ -13,6 +13,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.data.utils import affine_to_spacing
 
+from .figures import central_slices, plot_case_overlays
 from .report import case_record, write_evaluation_report
 
 __all__ = ["CaseMetricsReport", "case_id"]
@@ -39,7 +40,8 @@ class CaseMetricsReport:
     i.e. after ``AsDiscreted(argmax=True)``) and ``label`` ``(1, H, W, D)`` with its meta data (for the case
     name and the spacing). When the run completes it writes ``per_case.csv``, ``summary.json`` and
     ``summary.md`` into ``output_dir`` (``output_dir/class_<c>`` for each class when there are more than two
-    classes) and logs the Markdown table.
+    classes), ``best_worst_cases.png`` (slice overlays of the best and the worst case by Dice) and logs the
+    Markdown table. Needs the ``image`` in the output items for the figure (MONAI evaluators keep it).
 
     Args:
         output_dir: report folder.
@@ -66,6 +68,7 @@ class CaseMetricsReport:
         self.num_resamples = num_resamples
         self.seed = seed
         self.records: dict[int, list[dict[str, Any]]] = {c: [] for c in range(1, num_classes)}
+        self.slices: dict[int, list[dict[str, Any]]] = {c: [] for c in range(1, num_classes)}
         self.summaries: dict[int, dict[str, Any]] = {}
         self.logger = logging.getLogger("crln.evaluation")
 
@@ -76,6 +79,7 @@ class CaseMetricsReport:
 
     def reset(self, engine: Engine | None = None) -> None:
         self.records = {c: [] for c in range(1, self.num_classes)}
+        self.slices = {c: [] for c in range(1, self.num_classes)}
 
     def collect(self, engine: Engine) -> None:
         items = engine.state.output
@@ -91,6 +95,8 @@ class CaseMetricsReport:
             ref = _label_map(label)
             for c in self.records:
                 self.records[c].append(case_record(name, pred == c, ref == c, spacing))
+                if "image" in item:
+                    self.slices[c].append(central_slices(item["image"], ref == c, pred == c))
 
     def write(self, engine: Engine | None = None) -> dict[int, dict[str, Any]]:
         for c, records in self.records.items():
@@ -102,6 +108,11 @@ class CaseMetricsReport:
                 records, out, title, self.checkpoint, spacing_note="mm from each volume's affine",
                 num_resamples=self.num_resamples, seed=self.seed,
             )  # fmt: skip
+            if self.slices[c]:
+                order = sorted(range(len(records)), key=lambda i: records[i]["voxel"]["dice"])
+                picks = [order[-1], order[0]] if len(order) > 1 else order
+                entries = [{"case": records[i]["case"], "dice": records[i]["voxel"]["dice"], **self.slices[c][i]} for i in picks]
+                plot_case_overlays(entries, out / "best_worst_cases.png", title=f"{title}: best and worst case")
             per_case = ", ".join(f"{r['case']} {100 * r['voxel']['dice']:.1f}" for r in records)
             self.logger.info(f"Dice per case (%): {per_case}")
             self.logger.info("\n" + (out / "summary.md").read_text())

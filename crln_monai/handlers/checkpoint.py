@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from ignite.engine import Engine, Events
 
 __all__ = ["AtomicCheckpointSaver", "atomic_save"]
@@ -48,6 +49,8 @@ class AtomicCheckpointSaver:
         save_final: save at ``COMPLETED`` too.
         best_only: attach to an evaluator instead and save when its key metric has just improved
             (``state.best_metric_epoch == state.epoch``): the "best" checkpoint.
+        save_rank: under ``torch.distributed``, the only rank that writes. Attach the saver on every rank all
+            the same: its trainer-side call runs ``engine.check_finite()``, a collective under DDP.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class AtomicCheckpointSaver:
         every_n_iterations: int = 0,
         save_final: bool = True,
         best_only: bool = False,
+        save_rank: int = 0,
     ) -> None:
         if not save_dict:
             raise ValueError("save_dict must name at least one object to save.")
@@ -68,6 +72,7 @@ class AtomicCheckpointSaver:
         self.every_n_iterations = every_n_iterations
         self.save_final = save_final
         self.best_only = best_only
+        self.save_rank = save_rank
 
     def attach(self, engine: Engine) -> None:
         if self.best_only:
@@ -89,6 +94,9 @@ class AtomicCheckpointSaver:
             engine.check_finite()
         self.save()
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Write the checkpoint; returns its path, or ``None`` on a rank other than ``save_rank``."""
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != self.save_rank:
+            return None
         states = {name: obj.state_dict() for name, obj in self.save_dict.items()}
         return atomic_save(next(iter(states.values())) if len(states) == 1 else states, self.path)
