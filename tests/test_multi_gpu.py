@@ -173,8 +173,8 @@ def test_torchrun_two_processes_train_the_demo_bundle(tmp_path):
             "$@train::trainer.run()",
             "$torch.save({'teacher': @teacher.state_dict(), 'student': @network.state_dict(), "
             "'raw_mu': @network.rectifier.raw_mu.detach(), 'loss': @train::trainer.state.output['loss'], "
-            "'labelled': @train::sampler.labelled_indices.tolist(), 'seconds': @train::trainer.state.times['COMPLETED']}, "
-            "@demo_dir + '/rank' + str(@rank) + '.pt')",
+            "'labelled': @train::sampler.labelled_indices.tolist(), "
+            "'seconds': @train::trainer.state.times['COMPLETED']}, @demo_dir + '/rank' + str(@rank) + '.pt')",
             "$@test::evaluator.run() if @rank == 0 else None",
         ]
     }))  # fmt: skip

@@ -22,7 +22,6 @@ __all__ = [
     "batchnorm_statistics",
     "check_validation_split",
     "destroy_distributed",
-    "get_rank",
     "init_distributed",
     "is_distributed",
     "local_device",
@@ -33,11 +32,6 @@ __all__ = [
 def is_distributed() -> bool:
     """``True`` when a default process group with more than one rank is initialised."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def get_rank() -> int:
-    """This process's rank in the default group; 0 without one."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def local_device() -> torch.device:
