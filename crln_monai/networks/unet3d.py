@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbone import BackboneOutput
-from .vnet import _check_input
+from .backbone import BackboneOutput, check_backbone_input, init_backbone_weights
 
 __all__ = ["UNet3D"]
 
@@ -109,15 +108,7 @@ class UNet3D(nn.Module):
         self.feature_dropout = nn.Dropout(dropout)
 
         self.head = nn.Conv3d(f[0], num_classes, 1)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv3d):
-                nn.init.kaiming_normal_(module.weight)
-            elif isinstance(module, nn.BatchNorm3d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_backbone_weights(self)
 
     def forward(self, x: torch.Tensor) -> BackboneOutput:
         """Segment ``x``.
@@ -133,7 +124,7 @@ class UNet3D(nn.Module):
         Raises:
             ValueError: ``x`` is not 5-D, has the wrong channel count, or a side not divisible by 16.
         """
-        _check_input(x, self.in_channels, self.size_divisor, type(self).__name__)
+        check_backbone_input(x, self.in_channels, self.size_divisor, type(self).__name__)
         c1 = self.conv1(x)
         c2 = self.conv2(self.pool(c1))
         c3 = self.conv3(self.pool(c2))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbone import BackboneOutput
+from .backbone import BackboneOutput, check_backbone_input, init_backbone_weights
 
 __all__ = ["VNet"]
 
@@ -110,15 +110,7 @@ class VNet(nn.Module):
         self.feature_dropout = nn.Dropout3d(dropout)
 
         self.head = nn.Conv3d(n, num_classes, 1)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv3d):
-                nn.init.kaiming_normal_(module.weight)
-            elif isinstance(module, nn.BatchNorm3d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_backbone_weights(self)
 
     def forward(self, x: torch.Tensor) -> BackboneOutput:
         """Segment ``x``.
@@ -134,7 +126,7 @@ class VNet(nn.Module):
         Raises:
             ValueError: ``x`` is not 5-D, has the wrong channel count, or a side not divisible by 16.
         """
-        _check_input(x, self.in_channels, self.size_divisor, type(self).__name__)
+        check_backbone_input(x, self.in_channels, self.size_divisor, type(self).__name__)
         x1 = self.block1(x)
         x2 = self.block2(self.down1(x1))
         x3 = self.block3(self.down2(x2))
@@ -146,17 +138,3 @@ class VNet(nn.Module):
         x8 = self.block8(self.up7(x7) + x2)
         x9 = self.feature_dropout(self.block9(self.up8(x8) + x1))
         return BackboneOutput(self.head(x9), (x7, x8, x9))
-
-
-def _check_input(x: torch.Tensor, in_channels: int, divisor: int, owner: str) -> None:
-    """Raise a ValueError naming the shape unless ``x`` is ``(B, in_channels, H, W, D)`` with sides divisible by ``divisor``."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 5:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{owner}: input must be a 5-D tensor (B, C, H, W, D), got {shape}")
-    if x.shape[1] != in_channels:
-        raise ValueError(f"{owner}: input of shape {tuple(x.shape)} has {x.shape[1]} channels, expected {in_channels}")
-    if any(side % divisor for side in x.shape[2:]):
-        raise ValueError(
-            f"{owner}: input of shape {tuple(x.shape)} has spatial size {tuple(x.shape[2:])}; "
-            f"every side must be divisible by {divisor}"
-        )
