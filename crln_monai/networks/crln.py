@@ -147,7 +147,9 @@ class RectifiedPrediction(nn.Module):
 
     MONAI inferers, evaluators and ``ckpt_export`` expect a network that maps a tensor to a tensor; the
     inference output of CRLN is the rectified logits (METHOD §1.4), or the plain logits without a DIM.
-    The state dict is the wrapped network's (no prefix), so checkpoints load into either.
+    The state dict is the wrapped network's (no prefix), so checkpoints load into either. The projection
+    head only serves CPS in training: when the wrapped network has none, its keys in a training checkpoint
+    are dropped on loading, and every other key must still match.
     """
 
     def __init__(self, network: CRLN) -> None:
@@ -161,4 +163,6 @@ class RectifiedPrediction(nn.Module):
         return self.network.state_dict(*args, **kwargs)
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        if self.network.projection is None:
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("projection.")}
         return self.network.load_state_dict(state_dict, strict=strict, assign=assign)
