@@ -199,3 +199,16 @@ def test_cuda_update_matches_naive_loop_without_host_sync():
                 ref.copy_(s) if name.startswith("rectifier.") else ref.mul_(alpha).add_(s, alpha=1 - alpha)
     for ref, t in zip(reference.parameters(), teacher.parameters()):
         torch.testing.assert_close(t, ref)
+
+
+def test_copy_buffers_gives_the_teacher_the_students_bn_statistics():
+    student = nn.Sequential(nn.Conv3d(1, 2, 1), nn.BatchNorm3d(2))
+    teacher = copy.deepcopy(student)
+    student(torch.randn(2, 1, 4, 4, 4))  # train mode: updates the student's running statistics only
+    ema = TeacherEMA(student, teacher)
+    ema.update()
+    assert not torch.equal(teacher[1].running_mean, student[1].running_mean)  # default: buffers untouched
+    ema.copy_buffers = True
+    ema.update()
+    for t, s in zip(teacher.buffers(), student.buffers()):
+        assert torch.equal(t, s)

@@ -71,6 +71,9 @@ def test_supervised_only_never_runs_the_teacher():
     assert calls == []
     assert torch.isnan(trainer.state.output["loss_u"]) and torch.isnan(trainer.state.output["loss_cp"])
     assert any(p.grad is not None for p in net.dim.parameters())  # the DIM is still supervised on labels
+    # the teacher never ran, so it takes the student's BN statistics (else eval-mode predictions are garbage)
+    for (name, t), s in zip(teacher.named_buffers(), net.buffers()):
+        assert torch.equal(t, s), name
 
 
 def test_learning_stage_uses_plain_pseudo_labels():

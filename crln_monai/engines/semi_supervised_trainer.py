@@ -139,6 +139,8 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         self.lambda_cp = lambda_cp
         self.weak_threshold = weak_threshold
         self.teacher_ema = teacher_ema or TeacherEMA(network, teacher)
+        if not use_unlabelled:  # the teacher never runs in train mode: give it the student's BN statistics
+            self.teacher_ema.copy_buffers = True
         self.amp_dtype = _DTYPES[amp_dtype]
         self.check_interval = check_interval
         self.seed = seed

@@ -22,8 +22,10 @@ class TeacherEMA:
     * Covers **all** parameters of the teacher (DIM, prototypes, unused heads), matched by name with
       the student's. Parameters whose name starts with one of ``copy_prefixes`` are **copied** from
       the student instead (the rectifier's μ is one scalar shared by student and teacher, §1.7).
-    * **Buffers are not touched**: the teacher's BN running statistics come from its own forward
-      passes (it pseudo-labels in train mode, METHOD A9).
+    * **Buffers are not touched** by default: the teacher's BN running statistics come from its own
+      forward passes (it pseudo-labels in train mode, METHOD A9). With ``copy_buffers=True`` they are
+      copied from the student at every update, for runs where the teacher never runs in train mode
+      (supervised only): its statistics would otherwise stay at their initial values.
     * At ``t = 0`` α is 0, so the first update makes the teacher equal to the student exactly.
     * The update is two ``torch._foreach_*`` kernels (plus one copy) over parameter lists built once
       in the constructor, under ``torch.no_grad()``; a student wrapped in
@@ -45,6 +47,7 @@ class TeacherEMA:
         teacher: the averaged network, same architecture (possibly wrapped).
         max_decay: the cap on α, in ``[0, 1]``; 0.99 as in UA-MT and CRLN.
         copy_prefixes: parameter-name prefixes copied instead of averaged.
+        copy_buffers: copy the student's buffers (BN statistics) into the teacher at every update.
 
     Raises:
         ValueError: if ``max_decay`` is outside ``[0, 1]``, if student and teacher are the same
@@ -58,6 +61,7 @@ class TeacherEMA:
         teacher: nn.Module,
         max_decay: float = 0.99,
         copy_prefixes: Sequence[str] = ("rectifier.",),
+        copy_buffers: bool = False,
     ) -> None:
         if isinstance(copy_prefixes, str):
             raise TypeError(f"copy_prefixes must be a sequence of strings, got the string {copy_prefixes!r}.")
@@ -79,6 +83,10 @@ class TeacherEMA:
             copied = name.startswith(self.copy_prefixes)
             (self._copy_teacher if copied else self._avg_teacher).append(teacher_param)
             (self._copy_student if copied else self._avg_student).append(student_params[name])
+        student_buffers = dict(student_module.named_buffers())
+        self._teacher_buffers = [b for _, b in teacher_module.named_buffers()]
+        self._student_buffers = [student_buffers[name] for name, _ in teacher_module.named_buffers()]
+        self.copy_buffers = copy_buffers
         self._step = 0
 
     @property
@@ -101,6 +109,8 @@ class TeacherEMA:
             torch._foreach_add_(self._avg_teacher, self._avg_student, alpha=1.0 - alpha)
         if self._copy_teacher:
             torch._foreach_copy_(self._copy_teacher, self._copy_student)
+        if self.copy_buffers and self._teacher_buffers:
+            torch._foreach_copy_(self._teacher_buffers, self._student_buffers)
         self._step += 1
         return alpha
 
