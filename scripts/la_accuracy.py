@@ -32,7 +32,7 @@ Examples::
 
     python scripts/la_accuracy.py --protocol cpu --work_dir work/la_cpu --out la_cpu.json
     python scripts/la_accuracy.py --protocol gpu --work_dir work/la_gpu --prepare_only --out la_gpu_prepare.json
-    python scripts/la_accuracy.py --protocol gpu --data_dir work/la_gpu/data_subset --work_dir /tmp/la --out la_gpu.json
+    python scripts/la_accuracy.py --protocol gpu --data_dir work/la_gpu/data_subset --work_dir work/la_gpu_run --out la_gpu.json
 """
 
 from __future__ import annotations
