@@ -215,15 +215,22 @@ def test_a_training_checkpoint_loads_into_the_inference_network(bundle, extra):
 )
 def test_one_training_iteration_on_synthetic_data_of_the_bundles_shape(tmp_path, bundle, extra, channels, classes):
     data = make_synthetic_dataset(
-        tmp_path / "data", num_cases=3, num_test=1, shape=(100, 100, 100), num_channels=channels, num_classes=classes
+        tmp_path / "data", num_cases=4, num_test=1, shape=(100, 100, 100), num_channels=channels, num_classes=classes
     )
+    meta = json.loads((data / "dataset.json").read_text())  # a published validation split, as BraTS 2019 has
+    meta["train_ids"], meta["val_ids"] = ["case_000", "case_001"], ["case_002"]
+    (data / "dataset.json").write_text(json.dumps(meta))
     wf = _workflow(
         bundle, extra, dataset_dir=str(data), ckpt_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "eval"),
         num_labelled=1, labelled_batch_size=1, unlabelled_batch_size=1, max_epochs=1, epoch_length=1, rectify_start=0,
-        **SPEED,
+        val_interval=1, **SPEED,
     )  # fmt: skip
     assert wf.parser.get_parsed_content("patch_size") == [96, 96, 96]
+    assert [i["case"] for i in wf.parser.get_parsed_content("datalist")["validation"]] == ["case_002"]
     wf.run()
+    validator = wf.parser.get_parsed_content("validate::evaluator")
+    assert validator.state.iteration == 1 and 0.0 <= validator.state.metrics["val_mean_dice"] <= 1.0
+    assert (tmp_path / "models" / "model.pt").is_file()  # the best checkpoint, chosen on val_ids
     out = wf.parser.get_parsed_content("train::trainer").state.output
     for key in ("loss", "loss_sup", "loss_u", "loss_cp"):
         assert math.isfinite(float(out[key])), key

@@ -98,6 +98,7 @@ def test_flair_whole_tumour_default(tmp_path, capsys):
     split = semi_supervised_datalist(out, num_labelled=1)
     assert [i["case"] for i in split["labelled"]] == ["BraTS19_A_1"]
     assert [i["case"] for i in split["unlabelled"]] == ["BraTS19_B_1", "BraTS19_C_1"]
+    assert [i["case"] for i in split["validation"]] == ["BraTS19_D_1"]
     assert [i["case"] for i in split["test"]] == ["BraTS19_E_1"]
     # rerun: nothing changes
     before = _snapshot(out)

@@ -121,6 +121,64 @@ def test_test_ids_without_train_ids_are_removed_from_train(tmp_path):
     assert ids(d["labelled"]) == ["a"] and ids(d["unlabelled"]) == ["c", "d"] and ids(d["test"]) == ["b"]
 
 
+def _with_val_ids(root: Path, val_ids: list[str], extra: dict | None = None) -> Path:
+    """A 6-case Decathlon folder: train_ids a..d, the given val_ids, test_ids f (+ ``extra`` keys)."""
+    cases = "abcdef"
+    meta = {
+        "training": [{"image": f"./i/{c}.nii.gz", "label": f"./l/{c}.nii.gz"} for c in cases],
+        "train_ids": list("abcd"),
+        "val_ids": val_ids,
+        "test_ids": ["f"],
+        **(extra or {}),
+    }
+    return write_decathlon(root, meta, [f"i/{c}.nii.gz" for c in cases] + [f"l/{c}.nii.gz" for c in cases])
+
+
+def test_val_ids_are_the_validation_list(tmp_path):
+    root = _with_val_ids(tmp_path, ["e"])
+    d = semi_supervised_datalist(root, num_labelled=1)
+    assert ids(d["labelled"]) == ["a"] and ids(d["unlabelled"]) == ["b", "c", "d"]
+    assert ids(d["validation"]) == ["e"] and d["validation"][0]["label"].endswith("l/e.nii.gz")
+    assert ids(d["test"]) == ["f"]
+    ignored = semi_supervised_datalist(root, num_labelled=1, use_val_ids=False)  # e is then in no list at all
+    assert ids(ignored["validation"]) == [] and ids(ignored["unlabelled"]) == ["b", "c", "d"]
+    carved = semi_supervised_datalist(root, num_labelled=1, num_validation=1, use_val_ids=False)
+    assert ids(carved["validation"]) == ["d"]
+    with pytest.raises(ValueError, match="already names 1 validation cases in 'val_ids'"):
+        semi_supervised_datalist(root, num_labelled=1, num_validation=1)
+    with pytest.raises(TypeError, match="use_val_ids must be True or False"):
+        semi_supervised_datalist(root, num_labelled=1, use_val_ids="false")
+
+
+def test_val_ids_without_train_ids_leave_the_train_list(tmp_path):
+    meta = {"training": [{"image": f"./i/{c}.nii.gz", "label": f"./l/{c}.nii.gz"} for c in "abcd"], "val_ids": ["b"]}
+    root = write_decathlon(tmp_path, meta, [f"i/{c}.nii.gz" for c in "abcd"] + [f"l/{c}.nii.gz" for c in "abcd"])
+    d = semi_supervised_datalist(root, num_labelled=1)
+    assert ids(d["labelled"]) == ["a"] and ids(d["unlabelled"]) == ["c", "d"] and ids(d["validation"]) == ["b"]
+
+
+@pytest.mark.parametrize(
+    "val_ids, message",
+    [
+        (["d"], r"case id\(s\) in both 'train_ids' and 'val_ids': \['d'\]"),
+        (["f"], r"case id\(s\) in both 'val_ids' and 'test_ids': \['f'\]"),
+        (["zz"], r"'val_ids' names 1 case id\(s\) that are not in"),
+    ],
+)
+def test_error_bad_val_ids(tmp_path, val_ids, message):
+    with pytest.raises(ValueError, match=message):
+        semi_supervised_datalist(_with_val_ids(tmp_path, val_ids), num_labelled=1)
+
+
+def test_error_val_ids_case_without_label(tmp_path):
+    root = _with_val_ids(tmp_path, ["e"])
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["training"][4].pop("label")
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"'val_ids' names case\(s\) without a label file: \['e'\]"):
+        semi_supervised_datalist(root, num_labelled=1)
+
+
 # ---------------------------------------------------------------------------------------------------- nnU-Net
 
 

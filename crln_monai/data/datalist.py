@@ -3,7 +3,8 @@
 Two folder layouts are understood:
 
 * **Decathlon** — ``dataset.json`` with a ``training`` list of ``{"image", "label"}`` entries (paths relative
-  to the data set folder), optional ``train_ids`` / ``test_ids`` (case ids, not paths), optional top-level
+  to the data set folder), optional ``train_ids`` / ``val_ids`` / ``test_ids`` (case ids, not paths; ``val_ids``
+  is a published validation split such as BraTS 2019's, read as the validation list), optional top-level
   ``unlabelled`` and ``test`` lists of image-only cases (a path string or ``{"image": ...}``). A ``training``
   entry without ``"label"`` is an image-only (truly unlabelled) case.
 * **nnU-Net** — ``imagesTr/<case>_0000<ending>`` (``_0001``... for more channels), ``labelsTr/<case><ending>``
@@ -157,8 +158,8 @@ def _select(ids: list[str], key: str, by_id: Mapping[str, _Case]) -> list[_Case]
     return [by_id[i] for i in ids]
 
 
-def _decathlon_cases(dataset_dir: Path) -> tuple[list[_Case], list[_Case]]:
-    """Train and test cases of a Decathlon-style folder, in list order."""
+def _decathlon_cases(dataset_dir: Path) -> tuple[list[_Case], list[_Case], list[_Case]]:
+    """Train, listed validation (``val_ids``) and test cases of a Decathlon-style folder, in list order."""
     json_path = dataset_dir / "dataset.json"
     if not json_path.is_file():
         raise FileNotFoundError(f"{json_path} is missing; a Decathlon-layout data set needs a dataset.json.")
@@ -175,20 +176,25 @@ def _decathlon_cases(dataset_dir: Path) -> tuple[list[_Case], list[_Case]]:
         if c.case in by_id:
             raise ValueError(f"{json_path}: case id {c.case!r} appears twice (ids are file names without the ending).")
         by_id[c.case] = c
-    train_ids, test_ids = _parse_ids(meta, "train_ids"), _parse_ids(meta, "test_ids")
-    if train_ids is not None and test_ids is not None:
-        both = sorted(set(train_ids) & set(test_ids))
+    ids = {key: _parse_ids(meta, key) for key in ("train_ids", "val_ids", "test_ids")}
+    for first, second in (("train_ids", "val_ids"), ("train_ids", "test_ids"), ("val_ids", "test_ids")):
+        both = sorted(set(ids[first] or ()) & set(ids[second] or ()))
         if both:
-            raise ValueError(f"{json_path}: case id(s) in both 'train_ids' and 'test_ids': {both[:10]}.")
+            raise ValueError(f"{json_path}: case id(s) in both '{first}' and '{second}': {both[:10]}.")
+    train_ids, val_ids, test_ids = ids["train_ids"], ids["val_ids"], ids["test_ids"]
     test = _select(test_ids, "test_ids", by_id) if test_ids is not None else extra_test
-    test_set = {c.case for c in test}
+    validation = _select(val_ids, "val_ids", by_id) if val_ids is not None else []
+    without = [c.case for c in validation if c.label is None]
+    if without:
+        raise ValueError(f"{json_path}: 'val_ids' names case(s) without a label file: {without[:10]}.")
+    held_out = {c.case for c in test + validation}
     if train_ids is not None:
         train = _select(train_ids, "train_ids", by_id)
         named = set(train_ids)
         train += [c for c in extra_unlabelled if c.case not in named]
     else:
-        train = [c for c in training if c.case not in test_set] + extra_unlabelled
-    return train, test
+        train = [c for c in training if c.case not in held_out] + extra_unlabelled
+    return train, validation, test
 
 
 # -------------------------------------------------------------------------------------------- nnU-Net layout
@@ -238,8 +244,9 @@ def _nnunet_labels(folder: Path, ending: str, cases: Mapping[str, Any]) -> dict[
     return labels
 
 
-def _nnunet_cases(dataset_dir: Path) -> tuple[list[_Case], list[_Case]]:
-    """Train (``imagesTr``, sorted by case id) and test (``imagesTs``) cases of an nnU-Net folder."""
+def _nnunet_cases(dataset_dir: Path) -> tuple[list[_Case], list[_Case], list[_Case]]:
+    """Train (``imagesTr``, sorted by case id), validation (none: the layout has no such list) and test
+    (``imagesTs``) cases of an nnU-Net folder."""
     images_tr = dataset_dir / "imagesTr"
     if not images_tr.is_dir():
         raise FileNotFoundError(f"{images_tr} is missing; an nnU-Net-layout data set needs an imagesTr/ folder.")
@@ -259,7 +266,7 @@ def _nnunet_cases(dataset_dir: Path) -> tuple[list[_Case], list[_Case]]:
         cases.append([_Case(c, p[0] if len(p) == 1 else p, labels.get(c)) for c, p in images.items()])
     if not cases[0]:
         raise ValueError(f"{images_tr} holds no images named <case>_0000{ending}.")
-    return cases[0], cases[1]
+    return cases[0], [], cases[1]
 
 
 def _detect_layout(dataset_dir: Path) -> str:
@@ -307,6 +314,7 @@ def _check_ids(ids: Sequence[str], argument: str, train_by_id: Mapping[str, _Cas
 
 def _split(
     train: list[_Case],
+    listed_validation: list[_Case],
     test: list[_Case],
     num_labelled: int | None,
     labelled: Sequence[str] | None,
@@ -319,12 +327,17 @@ def _split(
 
     if not isinstance(num_validation, int) or num_validation < 0:
         raise ValueError(f"num_validation must be an int >= 0, got {num_validation!r}.")
+    if listed_validation and num_validation:
+        raise ValueError(
+            f"num_validation={num_validation}, but dataset.json already names {len(listed_validation)} validation "
+            "cases in 'val_ids': use num_validation=0 to validate on them, or use_val_ids=False to carve instead."
+        )
     if num_validation > len(with_label):
         raise ValueError(
             f"num_validation={num_validation}: validation cases need labels, but only {len(with_label)} of the "
             f"{len(train)} train cases have a label file."
         )
-    validation = with_label[len(with_label) - num_validation :]
+    validation = listed_validation or with_label[len(with_label) - num_validation :]
     validation_ids = {c.case for c in validation}
     remaining = [c for c in train if c.case not in validation_ids]
 
@@ -379,6 +392,7 @@ def semi_supervised_datalist(
     unlabelled: Sequence[str] | None = None,
     num_validation: int = 0,
     layout: str = "auto",
+    use_val_ids: bool = True,
 ) -> dict[str, list[dict]]:
     """Split a data set folder into the labelled, unlabelled, validation and test lists of a semi-supervised run.
 
@@ -389,8 +403,9 @@ def semi_supervised_datalist(
 
     Protocol, in this order:
 
-    1. validation: the last ``num_validation`` train cases **that have label files** (so a folder whose truly
-       unlabelled cases sit at the end still works); never test cases;
+    1. validation: the ``val_ids`` cases of ``dataset.json`` (a published validation split, BraTS 2019's 25 cases;
+       kept out of the train list), else the last ``num_validation`` train cases **that have label files** (so a
+       folder whose truly unlabelled cases sit at the end still works); never test cases;
     2. labelled: the explicit ``labelled`` ids, else the first ``num_labelled`` remaining train cases that have
        labels (the paper's "first N of the train list"), else — neither given — every remaining case with labels;
     3. unlabelled: the explicit ``unlabelled`` ids, else every remaining train case (with or without label file).
@@ -400,9 +415,11 @@ def semi_supervised_datalist(
         num_labelled: number of labelled cases ``N``.
         labelled: explicit labelled case ids (ids are file names without the ending and channel suffix).
         unlabelled: explicit unlabelled case ids.
-        num_validation: number of validation cases carved from the end of the train list.
+        num_validation: number of validation cases carved from the end of the train list (0 when ``dataset.json``
+            has ``val_ids`` and ``use_val_ids``).
         layout: ``"decathlon"``, ``"nnunet"`` or ``"auto"`` (``dataset.json`` with ``training`` → Decathlon,
             else ``imagesTr/`` → nnU-Net).
+        use_val_ids: read ``val_ids`` as the validation list; ``False`` leaves those cases out of every list.
 
     Returns:
         ``{"labelled": [...], "unlabelled": [...], "validation": [...], "test": [...]}``; items are
@@ -412,7 +429,8 @@ def semi_supervised_datalist(
         FileNotFoundError: the folder, ``dataset.json`` (Decathlon) / ``imagesTr`` (nnU-Net), or a listed
             image/label file is missing.
         ValueError: invalid JSON, missing ``training`` key, malformed entries, unknown/duplicated ids, fewer
-            labelled cases than asked, no labels for validation, an empty unlabelled pool, bad arguments.
+            labelled cases than asked, no labels for validation, ``num_validation`` together with ``val_ids``, an
+            empty unlabelled pool, bad arguments.
         TypeError: an id list given as a single string.
     """
     root = Path(os.path.abspath(dataset_dir))
@@ -422,8 +440,10 @@ def semi_supervised_datalist(
         raise ValueError(f"layout must be 'auto', 'decathlon' or 'nnunet', got {layout!r}.")
     if layout == "auto":
         layout = _detect_layout(root)
-    train, test = _decathlon_cases(root) if layout == "decathlon" else _nnunet_cases(root)
-    split = _split(train, test, num_labelled, labelled, unlabelled, num_validation)
+    train, validation, test = _decathlon_cases(root) if layout == "decathlon" else _nnunet_cases(root)
+    if not isinstance(use_val_ids, bool):
+        raise TypeError(f"use_val_ids must be True or False, got {use_val_ids!r}.")
+    split = _split(train, validation if use_val_ids else [], test, num_labelled, labelled, unlabelled, num_validation)
     for cases in split.values():
         for c in cases:
             for path in c.image if isinstance(c.image, tuple) else (c.image,):

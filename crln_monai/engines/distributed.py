@@ -174,12 +174,16 @@ def check_validation_split(num_validation: int) -> None:
     """Raise if the validation cases cannot give every rank at least one (an empty rank would leave the others
     waiting in the metric's all-gather).
 
+    Args:
+        num_validation: the number of validation cases (``val_ids`` or carved by ``num_validation``).
+
     Raises:
         ValueError: when ``0 < num_validation < world_size``.
     """
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     if 0 < num_validation < world:
         raise ValueError(
-            f"num_validation={num_validation} is smaller than the number of processes ({world}): distributed "
-            "validation gives each rank a share of the cases; use at least one validation case per rank or 0."
+            f"{num_validation} validation case(s) for {world} processes: distributed validation gives each rank a "
+            "share of the cases; use at least one validation case per rank or none (num_validation 0, and "
+            "use_val_ids False where dataset.json has val_ids)."
         )
