@@ -207,3 +207,27 @@ def test_torchrun_two_processes_train_the_demo_bundle(tmp_path):
     }  # fmt: skip
     (tmp_path / "timing.json").write_text(json.dumps(timing, indent=1))
     print(f"\nDDP timing (CPU, gloo, 1 thread per process): {json.dumps(timing)} -> {tmp_path / 'timing.json'}")
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_torchrun_nccl_one_process_per_gpu_trains_the_demo_bundle(tmp_path):
+    """The NCCL path on a CUDA machine: one process per GPU (NCCL allows one rank per device), DDP wrapping,
+    μ-gradient and BN all-reduces, the distributed validation sampler and rank-0 writes."""
+    nproc = torch.cuda.device_count()
+    data = _demo_data(tmp_path / "data_owner")
+    dump = tmp_path / "dump.json"
+    dump.write_text(json.dumps({
+        "training": [
+            "$@train::trainer.run()",
+            "$torch.save({'backend': dist.get_backend(), 'device': str(@device), 'world': @world_size, "
+            "'raw_mu': @network.rectifier.raw_mu.detach().cpu(), 'loss': float(@train::trainer.state.output['loss'])}, "
+            "@demo_dir + '/rank' + str(@rank) + '.pt')",
+        ]
+    }))  # fmt: skip
+    _torchrun(nproc, data, tmp_path / "run", dump)
+    for rank in range(nproc):
+        saved = torch.load(tmp_path / "run" / f"rank{rank}.pt", weights_only=False)
+        assert saved["backend"] == "nccl" and saved["device"] == f"cuda:{rank}" and saved["world"] == nproc
+        assert torch.isfinite(torch.tensor(saved["loss"])) and float(saved["raw_mu"]) != 0.0
+    assert sorted(p.name for p in (tmp_path / "run" / "models").iterdir()) == ["model.pt", "model_last.pt"]

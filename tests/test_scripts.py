@@ -18,6 +18,7 @@ sys.path.insert(0, str(SCRIPTS))
 import benchmark_sliding_window  # noqa: E402
 import benchmark_speed  # noqa: E402
 import la_accuracy  # noqa: E402
+import profile_iteration  # noqa: E402
 
 from crln_monai.data import make_synthetic_dataset  # noqa: E402
 
@@ -57,6 +58,21 @@ def test_benchmark_speed_forward_backward_only(tmp_path):
     r = _read(out)["results"]["fp32"]
     assert r["crln"]["median_s"] > 0 and r["vnet"]["median_s"] > 0 and len(r["vnet"]["times_s"]) == 2
     assert r["ratio_crln_over_vnet"] == pytest.approx(r["crln"]["median_s"] / r["vnet"]["median_s"])
+
+
+def test_profile_iteration_marks_every_phase_of_each_method(tmp_path):
+    out = tmp_path / "profile.json"
+    profile_iteration.main(["--device", "cpu", "--patch_size", "32", "32", "16", "--warmup", "1", "--iterations",
+                            "1", "--variants", "fp32", "--out", str(out)])  # fmt: skip
+    results = _read(out)["results"]
+    crln, mt = results["fp32/crln"], results["fp32/mean_teacher"]
+    only_crln = {"CPS", "mu step"}
+    assert only_crln | {"student forwards", "optimiser step", "teacher EMA"} <= set(crln["phases"])
+    assert not only_crln & set(mt["phases"])
+    assert crln["phases"]["student forwards"]["calls"] == 2  # labelled and strong unlabelled
+    assert crln["phases"]["mu step"]["host_ms"] > 0 and crln["wall_ms_per_iteration_profiled"] > 0
+    assert crln["top_level_ops_per_iteration"] > mt["top_level_ops_per_iteration"] > 0
+    assert crln["host_syncs_in_one_iteration"] is None and len(crln["top"]) == 15  # CPU: no device counters
 
 
 def test_make_batches_are_labelled_then_unlabelled():

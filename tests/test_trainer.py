@@ -122,3 +122,29 @@ def test_bad_configuration_errors():
         SemiSupervisedTrainer("cpu", 1, [], net, copy.deepcopy(net), opt, use_dim=False, cps_loss=CPSLoss())
     with pytest.raises(ValueError, match="amp_dtype"):
         SemiSupervisedTrainer("cpu", 1, [], net, copy.deepcopy(net), opt, use_dim=False, amp_dtype="int8")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("amp_dtype", [None, "bfloat16"])
+def test_a_cuda_iteration_never_waits_for_the_device(amp_dtype):
+    """The second iteration (the first one sets cuDNN up) makes no host synchronisation, so the host can queue
+    the next iteration while the GPU works; the check interval is the only planned one."""
+    from ignite.engine import Events
+
+    data = [{k: v.cuda() for k, v in batch.items()} for batch in _batches(3)]
+    torch.manual_seed(0)
+    net = CRLN(patch_size=PATCH, num_prototypes=2).cuda()
+    teacher = copy.deepcopy(net).requires_grad_(False)
+    trainer = SemiSupervisedTrainer(
+        "cuda", 1, data, net, teacher, torch.optim.SGD(net.student_parameters(), lr=0.01),
+        torch.optim.SGD(net.rectifier.parameters(), lr=0.01), cps_loss=CPSLoss(num_queries=8, num_negatives=16),
+        strong_augment=StrongAugment(), rectify_start=0, check_interval=100, amp_dtype=amp_dtype,
+        seed=0,
+    )  # fmt: skip
+    trainer.add_event_handler(Events.ITERATION_STARTED(once=2), lambda _: torch.cuda.set_sync_debug_mode("error"))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=2), lambda _: torch.cuda.set_sync_debug_mode("default"))
+    try:
+        trainer.run()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert trainer.state.iteration == 3 and torch.isfinite(trainer.state.output["loss"]).item()

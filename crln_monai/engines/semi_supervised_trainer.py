@@ -110,6 +110,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("decollate", False)
+        kwargs.setdefault("optim_set_to_none", True)  # PyTorch's own default: no zero-fill and no add into old grads
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -234,7 +235,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             "loss_cp": _detach(loss_cp),
             "loss_mu": _detach(loss_mu),
             "mu": nan if mu is None else mu.detach().reshape(()),
-            "rectifying": torch.tensor(float(rectifying), device=image.device),
+            "rectifying": torch.full((), float(rectifying), device=image.device),  # a fill: no blocking copy
             **{k: stats.get(k, nan) for k in _QUALITY_KEYS},
         }
         if engine.state.iteration % engine.check_interval == 0:
