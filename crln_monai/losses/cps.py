@@ -105,6 +105,20 @@ def sample_categorical_rows(
     return torch.searchsorted(cdf, u, right=True).clamp_max(weights.shape[1] - 1)
 
 
+def _gather_voxels(emb: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows of ``emb`` ``(B, D, S)`` at flat voxel indices ``index`` in ``[0, B*S)``: ``(*index.shape, D)``.
+
+    ``emb[index // S, :, index % S]`` gives the same values, but advanced indices around a slice make PyTorch move
+    the whole ``(B, D, S)`` tensor (and its gradient) through a transposed copy; a gather from the flat view reads
+    only the ``index.numel() * D`` values it needs.
+    """
+    batch, dim, num_voxels = emb.shape
+    sample, voxel = index // num_voxels, index % num_voxels
+    offsets = (sample * (dim * num_voxels) + voxel).unsqueeze(-1)  # (..., 1)
+    channel = torch.arange(dim, device=emb.device) * num_voxels  # (D,)
+    return emb.reshape(-1)[offsets + channel]
+
+
 def _per_voxel(tensor: torch.Tensor, embedding: torch.Tensor, name: str) -> torch.Tensor:
     """Reshape a ``(B, *spatial)`` or ``(B, 1, *spatial)`` map to ``(B, S)``; ValueError when it does not fit."""
     batch, spatial = embedding.shape[0], embedding.shape[2:]
@@ -302,20 +316,22 @@ class CPSLoss(nn.Module):
 
         # Class means r̄_c over V_c (METHOD §1.5), detached, in float32 (sums over millions of voxels).
         emb_detached = emb.detach().float()
-        class_sums = torch.einsum("cbs,bds->cd", member.view(num_classes, batch, num_voxels).float(), emb_detached)
+        # Σ_b emb[b] @ member[:, b]ᵀ: a batched matmul that reads emb in place (einsum would transpose a copy of it)
+        members_by_sample = member.view(num_classes, batch, num_voxels).permute(1, 2, 0).float()  # (B, S, C)
+        class_sums = torch.bmm(emb_detached, members_by_sample).sum(0).t()  # (C, D)
         class_means = class_sums / counts.clamp_min(1).unsqueeze(1).float()  # (C, D)
 
         # Eq. (9) anchors: N_q per class, uniform with replacement over the anchor set.
         anchor_rows = torch.arange(num_classes, device=device).unsqueeze(1).expand(num_classes, self.num_queries)
         anchor_idx = sample_from_mask_rows(anchor_mask, anchor_rows, generator)  # (C, Nq) in [0, B*S)
-        anchors = emb[anchor_idx // num_voxels, :, anchor_idx % num_voxels]  # (C, Nq, D), with gradient
+        anchors = _gather_voxels(emb, anchor_idx)  # (C, Nq, D), with gradient
 
         # Eq. (11) negatives: class from the softmax over the other valid classes, then uniform in that class.
         num_draws = self.num_queries * self.num_negatives
         class_weights = negative_class_weights(class_means, class_valid, self.temperature)  # (C, C)
         negative_class = sample_categorical_rows(class_weights, num_draws, generator)  # (C, Nq*Nn)
         negative_idx = sample_from_mask_rows(member, negative_class, generator)
-        negatives = emb_detached[negative_idx // num_voxels, :, negative_idx % num_voxels]
+        negatives = _gather_voxels(emb_detached, negative_idx)
         negatives = negatives.view(num_classes, self.num_queries, self.num_negatives, dim)
 
         positive = self._positive(class_means, prototypes, generator)  # (C, D), detached
