@@ -9,7 +9,8 @@ batches of random volumes (2 labelled + 2 unlabelled), rectification active from
 * mean teacher: the same trainer with ``use_dim=False``, ``cps_loss=None``,
   ``StrongAugment(cutmix=False, noise=False)`` and a CRLN built without DIM and projection head.
 
-Variants: ``fp32``, ``bf16`` (``amp_dtype="bfloat16"``), ``bf16_compile`` (bf16 + ``compile=True``; GPU default).
+Variants: ``fp32``, ``bf16`` (``amp_dtype="bfloat16"``), ``bf16_compile`` (bf16 + ``compile=True``; GPU default),
+``fp32_compile`` (on request: ``--variants fp32_compile``).
 Peak memory: ``torch.cuda.max_memory_allocated`` over the timed iterations on a GPU; on the CPU the peak resident
 set size over the timed iterations (Linux ``/proc/self/clear_refs`` resets the high-water mark), else skipped.
 
@@ -59,6 +60,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fp32": {"amp_dtype": None, "compile": False},
     "bf16": {"amp_dtype": "bfloat16", "compile": False},
     "bf16_compile": {"amp_dtype": "bfloat16", "compile": True},
+    "fp32_compile": {"amp_dtype": None, "compile": True},
 }
 #: DESIGN §4 targets (GPU, H100/H200, LA setting 112x112x80, batch 2+2); the ratio target holds on the CPU too.
 GPU_TARGETS = {"fp32_s": 0.10, "bf16_compile_s": 0.06, "peak_memory_gib": 4.0, "ratio": 1.4}

@@ -2,8 +2,8 @@
 # Every GPU check of this project in one command for a lent GPU machine (see docs/results.md):
 #   tests     the tests marked `gpu` (NCCL torchrun included)
 #   profile   scripts/profile_iteration.py: host/device time per phase, kernel launches, host syncs
-#   accuracy  the time-to-accuracy run on real LA data (scripts/la_accuracy.py --protocol gpu)
 #   speed     scripts/benchmark_speed.py (fp32, bf16, bf16 + torch.compile)
+#   accuracy  the time-to-accuracy run on real LA data (scripts/la_accuracy.py --protocol gpu)
 #   sw        scripts/benchmark_sliding_window.py over the 20 LA test volumes
 # Choose with CHECKS (default: all, in this order), e.g. `CHECKS="tests profile" bash scripts/device_checks.sh`;
 # TESTS_K selects tests (pytest -k), ACC_COMPILE=yes|auto|no trains the accuracy run with torch.compile (auto:
@@ -15,7 +15,7 @@
 # Results go to $OUT (or ./device_out).
 set -u
 OUT=${OUT:-device_out}; mkdir -p "$OUT"
-CHECKS=${CHECKS:-tests profile accuracy speed sw}
+CHECKS=${CHECKS:-tests profile speed accuracy sw}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .devsite .whl/*.whl || exit 1
 export PYTHONPATH=$PWD/.devsite:$PWD PYTHONUNBUFFERED=1
 nvidia-smi -L | tee "$OUT/gpu.txt"
