@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from crln_monai.losses import CPSLoss
-from crln_monai.losses.cps import negative_class_weights, sample_categorical_rows, sample_from_mask_rows
+from crln_monai.losses.cps import (
+    _gather_voxels,
+    negative_class_weights,
+    sample_categorical_rows,
+    sample_from_mask_rows,
+)
 
 TAU = 0.5
 NQ, NN = 3, 5
@@ -288,3 +293,16 @@ def test_no_host_synchronisation_on_cuda():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(loss).item() and torch.isfinite(embedding.grad).all().item()
+
+
+def test_voxel_gather_equals_indexing_and_routes_gradients():
+    emb = torch.randn(3, 5, 7, requires_grad=True)  # (B, D, S)
+    index = torch.tensor([[0, 20, 8], [13, 13, 6]])  # flat voxel indices in [0, B*S); 13 drawn twice
+    expected = emb[index // 7, :, index % 7]  # (2, 3, D)
+    gathered = _gather_voxels(emb, index)
+    assert torch.equal(gathered, expected)
+    gathered.sum().backward()
+    count = torch.zeros(3, 7)
+    for i in index.flatten().tolist():
+        count[i // 7, i % 7] += 1  # voxel 13 (sample 1, voxel 6) twice
+    assert torch.equal(emb.grad, count[:, None, :].expand(3, 5, 7))
