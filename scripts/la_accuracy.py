@@ -272,11 +272,7 @@ def bundle_overrides(
         overrides["amp_dtype"] = settings["amp_dtype"]
     if settings["compile"]:
         overrides["compile"] = True
-    overrides.update(METHODS[method])
-    if overrides.get("use_dim", True) is False:
-        # without a DIM the network has no rectifier, but train.json evaluates the rectifier optimiser's ``params``
-        # before its ``_disabled_`` flag; replace both objects by None ("$None": the CLI drops plain None overrides)
-        overrides.update(rectifier_optimizer="$None", rectifier_lr_scheduler="$None")
+    overrides.update(METHODS[method])  # with use_dim False, train.json builds no rectifier optimiser either
     return overrides
 
 

@@ -146,6 +146,16 @@ def generated_files(root: str | Path, bundle: str) -> dict[Path, bytes]:
     return files
 
 
+def _out_of_date(root: str | Path, bundles: Sequence[str] | None) -> dict[Path, bytes]:
+    """The generated files that are missing or differ on disk, with the content they should have."""
+    out_of_date = {}
+    for bundle in bundles or list(BUNDLE_VALUES):
+        for path, content in generated_files(root, bundle).items():
+            if not path.is_file() or path.read_bytes() != content:
+                out_of_date[path] = content
+    return out_of_date
+
+
 def stale_files(root: str | Path, bundles: Sequence[str] | None = None) -> list[Path]:
     """Generated files that are missing or differ from what :func:`generated_files` gives.
 
@@ -156,23 +166,16 @@ def stale_files(root: str | Path, bundles: Sequence[str] | None = None) -> list[
     Returns:
         the out-of-date paths, in a stable order (empty when everything is up to date).
     """
-    stale = []
-    for bundle in bundles or list(BUNDLE_VALUES):
-        for path, content in generated_files(root, bundle).items():
-            if not path.is_file() or path.read_bytes() != content:
-                stale.append(path)
-    return stale
+    return list(_out_of_date(root, bundles))
 
 
 def write_generated(root: str | Path, bundles: Sequence[str] | None = None) -> list[Path]:
     """(Re)write the out-of-date generated files; returns the paths written."""
     written = []
-    for bundle in bundles or list(BUNDLE_VALUES):
-        for path, content in generated_files(root, bundle).items():
-            if not path.is_file() or path.read_bytes() != content:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(content)
-                written.append(path)
+    for path, content in _out_of_date(root, bundles).items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        written.append(path)
     return written
 
 

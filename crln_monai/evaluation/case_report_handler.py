@@ -111,7 +111,9 @@ class CaseMetricsReport:
             if self.slices[c]:
                 order = sorted(range(len(records)), key=lambda i: records[i]["voxel"]["dice"])
                 picks = [order[-1], order[0]] if len(order) > 1 else order
-                entries = [{"case": records[i]["case"], "dice": records[i]["voxel"]["dice"], **self.slices[c][i]} for i in picks]
+                entries = [
+                    {"case": records[i]["case"], "dice": records[i]["voxel"]["dice"], **self.slices[c][i]} for i in picks
+                ]
                 plot_case_overlays(entries, out / "best_worst_cases.png", title=f"{title}: best and worst case")
             per_case = ", ".join(f"{r['case']} {100 * r['voxel']['dice']:.1f}" for r in records)
             self.logger.info(f"Dice per case (%): {per_case}")
