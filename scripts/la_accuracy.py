@@ -53,6 +53,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from crln_monai.bundle import ABLATION_LADDER, ablation_overrides
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_speed import _sync, command_line, machine_info, write_json  # noqa: E402
 from benchmark_sliding_window import la_cases, num_windows  # noqa: E402
@@ -78,13 +80,8 @@ BUNDLE_ROOT = REPO / "bundles" / "la"
 TRAIN_CONFIG = BUNDLE_ROOT / "configs" / "train.json"
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "la2018"
 
-METHODS: dict[str, dict[str, Any]] = {
-    "supervised": {"use_unlabelled": False, "use_dim": False, "use_cps": False},
-    "mean_teacher": {"use_dim": False, "use_cps": False, "cutmix": False, "noise": False},
-    "mt_cutmix_noise": {"use_dim": False, "use_cps": False},
-    "crln_dim": {"use_cps": False},
-    "crln_full": {},
-}
+METHODS: dict[str, dict[str, Any]] = {rung: ablation_overrides(BUNDLE_ROOT, rung) for rung in ABLATION_LADDER}
+"""The ablation ladder, read from ``bundles/la/configs/ablation/<rung>.json``."""
 #: METHOD §5, paper Table 5 (LA, 8 labelled, final checkpoint): Dice/Jaccard in %, HD95/ASD in voxels.
 PAPER_LA8: dict[str, dict[str, float] | None] = {
     "supervised": None,  # not in Table 5
@@ -330,8 +327,11 @@ def build_inference_network(overrides: dict[str, Any], checkpoint: Path, device:
     """``RectifiedPrediction(CRLN)`` built by the bundle's ``network_def`` under ``overrides``, checkpoint loaded."""
     from crln_monai.networks import RectifiedPrediction
 
+    from crln_monai.handlers import read_checkpoint
+
     network = RectifiedPrediction(_parser(overrides).get_parsed_content("network_def"))
-    network.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    state = read_checkpoint(checkpoint, map_location="cpu")  # {"model": teacher, "settings": ...} or a plain state dict
+    network.load_state_dict(state.get("model", state))
     return network.to(device).eval()
 
 

@@ -8,8 +8,10 @@ copies LA's ``train.json``, ``evaluate.json``, ``inference.json`` and ``multi_gp
 of :data:`BUNDLE_VALUES`, replacing **only** the declared top-level keys that the file has (a declared key is
 never added to a file that lacks it), and puts a ``"_generated_"`` key first (MONAI's config parser keeps
 unknown top-level keys as plain, never-resolved values). ``configs/logging.conf`` gets a comment line on top;
-``LICENSE`` is copied byte for byte. Dataset-specific files (``metadata.json``, ``docs/README.md``, protocol
-files, ``multimodal.json``) are hand-written and not touched.
+``LICENSE`` is copied byte for byte (except where :data:`HANDWRITTEN` says a bundle writes its own). Dataset-specific
+files (``metadata.json``, ``docs/README.md``, protocol files, ``multimodal.json``) are hand-written and not touched.
+LA's ``inference.json`` is also copied verbatim to :data:`LIBRARY_COPIES` (the inference wiring every exported
+bundle gets from ``crln_monai.bundle.export``).
 
 Usage::
 
@@ -32,10 +34,13 @@ __all__ = [
     "BUNDLE_VALUES",
     "GENERATED_KEY",
     "GENERATED_NOTE",
+    "HANDWRITTEN",
     "JSON_FILES",
+    "LIBRARY_COPIES",
     "REFERENCE_BUNDLE",
     "TEXT_FILES",
     "generated_files",
+    "library_files",
     "main",
     "stale_files",
     "write_generated",
@@ -55,6 +60,12 @@ JSON_FILES: tuple[str, ...] = (
 TEXT_FILES: tuple[str, ...] = ("configs/logging.conf", "LICENSE")
 """Generated non-JSON files: ``logging.conf`` with a comment header, ``LICENSE`` verbatim."""
 
+HANDWRITTEN: dict[str, frozenset[str]] = {"custom": frozenset({"LICENSE"})}
+"""Per bundle: files of :data:`TEXT_FILES` it writes by hand (the custom bundle's licence speaks of the user's data)."""
+
+LIBRARY_COPIES: dict[str, str] = {"crln_monai/bundle/inference.json": "bundles/la/configs/inference.json"}
+"""Library file → the reference file it is a verbatim copy of (paths relative to the repository root)."""
+
 GENERATED_KEY = "_generated_"
 GENERATED_NOTE = "by scripts/sync_bundles.py from bundles/la; edit bundles/la or the script, not this file"
 
@@ -68,6 +79,7 @@ BUNDLE_VALUES: dict[str, dict[str, Any]] = {
         "sw_stride": [16, 16, 16],
         "weak_rotate_flip": False,
         "weak_brightness": False,
+        "class_names": ["background", "pancreas"],
         "num_labelled": 6,
         "num_prototypes": 4,
         "xi": 0.6,
@@ -79,12 +91,21 @@ BUNDLE_VALUES: dict[str, dict[str, Any]] = {
         "dataset_dir": "data/brats19",
         "backbone": "unet3d",
         "in_channels": 1,
+        "class_names": ["background", "whole tumour"],
         "patch_size": [96, 96, 96],
         "sw_stride": [16, 16, 16],
         "num_labelled": 25,
         "num_prototypes": 4,
         "xi": 0.1,
         "lambda_cp": 0.5,
+    },
+    # Users' own data (any organ, modality, classes): LA's wiring and defaults, with every labelled case of the
+    # folder used and generic class names; `python -m crln_monai.plan <data> --output plan.json` writes the
+    # data-dependent values as an override file layered on this bundle's train.json.
+    "custom": {
+        "dataset_dir": "data/mine",
+        "num_labelled": None,
+        "class_names": ["background", "foreground"],
     },
 }
 """Per bundle: the top-level keys whose values differ from (or are pinned against) the reference bundle."""
@@ -143,16 +164,26 @@ def generated_files(root: str | Path, bundle: str) -> dict[Path, bytes]:
     logging_conf = (source / "configs/logging.conf").read_bytes()
     files[target / "configs/logging.conf"] = f"# {GENERATED_KEY}: {GENERATED_NOTE}\n".encode() + logging_conf
     files[target / "LICENSE"] = (source / "LICENSE").read_bytes()
+    for name in HANDWRITTEN.get(bundle, ()):
+        files.pop(target / name)
     return files
+
+
+def library_files(root: str | Path) -> dict[Path, bytes]:
+    """The library's verbatim copies of reference files (:data:`LIBRARY_COPIES`) as they should be on disk."""
+    root = Path(root)
+    return {root / copy: (root / source).read_bytes() for copy, source in LIBRARY_COPIES.items()}
 
 
 def _out_of_date(root: str | Path, bundles: Sequence[str] | None) -> dict[Path, bytes]:
     """The generated files that are missing or differ on disk, with the content they should have."""
     out_of_date = {}
+    expected = {} if bundles else library_files(root)
     for bundle in bundles or list(BUNDLE_VALUES):
-        for path, content in generated_files(root, bundle).items():
-            if not path.is_file() or path.read_bytes() != content:
-                out_of_date[path] = content
+        expected.update(generated_files(root, bundle))
+    for path, content in expected.items():
+        if not path.is_file() or path.read_bytes() != content:
+            out_of_date[path] = content
     return out_of_date
 
 

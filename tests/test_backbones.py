@@ -202,3 +202,101 @@ def test_initialisation(backbone):
     big = max((m for m in model.modules() if isinstance(m, nn.Conv3d)), key=lambda m: m.weight.numel())
     fan_in = big.weight[0].numel()
     assert big.weight.std().item() == pytest.approx((2.0 / fan_in) ** 0.5, rel=0.05)
+
+
+# --- per-axis strides (anisotropic backbones) and MONAI's out_channels name -------------------------------------
+
+THICK_SLICES = [[2, 2, 1], [2, 2, 1], [2, 2, 2], [2, 2, 1]]  # total stride (16, 16, 2)
+
+
+def _small(backbone, **kwargs):
+    """A narrow backbone (widths 8…128) so the CPU tests stay fast."""
+    width = {"base_filters": 8} if backbone is VNet else {"feature_scale": 8}
+    return backbone(**width, **kwargs)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES, ids=lambda b: b.__name__)
+def test_anisotropic_strides_shapes_and_gradient(backbone):
+    torch.manual_seed(0)
+    model = _small(backbone, strides=THICK_SLICES).train()
+    assert model.strides == tuple(tuple(s) for s in THICK_SLICES)
+    assert model.size_divisor == (16, 16, 2)
+    out = model(torch.randn(2, 1, 32, 32, 8))
+    assert out.logits.shape == (2, 2, 32, 32, 8)
+    # taps at / (s1·s2) = / (4, 4, 1) and / s1 = / (2, 2, 1)
+    assert [tuple(f.shape) for f in out.features] == [(2, 32, 8, 8, 8), (2, 16, 16, 16, 8), (2, 8, 32, 32, 8)]
+    out.logits.square().mean().backward()
+    grad = _first_conv(model).weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("backbone", BACKBONES, ids=lambda b: b.__name__)
+@pytest.mark.parametrize("strides", [[2, 2, 2, 2], ((2, 2, 2),) * 4], ids=str)
+def test_default_strides_spelled_out_give_the_same_network(backbone, strides):
+    x = torch.randn(1, 1, 32, 32, 16)  # the UNet3D centre keeps 2 voxels for its InstanceNorm
+    torch.manual_seed(0)
+    reference = _small(backbone).eval()
+    torch.manual_seed(0)
+    spelled = _small(backbone, strides=strides).eval()
+    assert spelled.strides == reference.strides == ((2, 2, 2),) * 4 and reference.size_divisor == (16, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(spelled(x).logits, reference(x).logits)
+
+
+def test_vnet_strides_set_resampling_kernels_and_parameter_count():
+    model = VNet(strides=[[2, 2, 1]] * 4)
+    assert model.down1[0].kernel_size == model.down1[0].stride == (2, 2, 1)
+    assert model.up8[0].kernel_size == model.up8[0].stride == (2, 2, 1)
+    # kernel = stride: the eight 2³ resampling convs (weights 4,096 + 16,384 + 65,536 + 262,144, down and up,
+    # = 696,320) lose half their weights; 9,448,866 - 348,160.
+    assert _num_params(model) == 9_100_706
+
+
+def test_unet3d_parameter_count_does_not_depend_on_strides():
+    model = UNet3D(strides=THICK_SLICES)
+    assert _num_params(model) == 8_235_570
+    assert [pool.kernel_size for pool in model.pools] == [tuple(s) for s in THICK_SLICES]
+    up = model.up1.up[0]
+    assert up.stride == (2, 2, 1) and up.output_padding == (1, 1, 0) and up.kernel_size == (3, 3, 3)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES, ids=lambda b: b.__name__)
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((1, 1, 32, 24, 8), r"\(32, 24, 8\) has size 24 on axis 1 \(W\), which is not divisible by 16 "),
+        ((1, 1, 16, 16, 3), r"\(16, 16, 3\) has size 3 on axis 2 \(D\), which is not divisible by 2 "),
+    ],
+    ids=["W", "D"],
+)
+def test_non_divisible_axis_is_named(backbone, shape, message):
+    model = backbone(strides=THICK_SLICES)
+    with pytest.raises(ValueError, match=rf"^{backbone.__name__}: input of spatial size {message}") as info:
+        model(torch.zeros(shape))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES, ids=lambda b: b.__name__)
+@pytest.mark.parametrize(
+    "strides, match",
+    [
+        ([2, 2, 2], r"strides must be None or 4 entries"),
+        ([[2, 2, 3], 2, 2, 2], r"strides\[0\] must be 1, 2 or three of them"),
+        ([2, [2, 2], 2, 2], r"strides\[1\]"),
+        ([2, 2, 2, True], r"strides\[3\]"),
+        ("2222", r"strides must be None"),
+    ],
+)
+def test_bad_strides_raise(backbone, strides, match):
+    with pytest.raises(ValueError, match=rf"{backbone.__name__}: {match}"):
+        backbone(strides=strides)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES, ids=lambda b: b.__name__)
+def test_out_channels_is_monais_name_for_num_classes(backbone):
+    assert _small(backbone, out_channels=3).head.out_channels == 3
+    assert _small(backbone, out_channels=3).num_classes == 3
+    assert _small(backbone, num_classes=3, out_channels=3).num_classes == 3
+    assert _small(backbone).num_classes == 2
+    with pytest.raises(ValueError, match=rf"{backbone.__name__}: num_classes=3 and out_channels=4 name the same thing"):
+        _small(backbone, num_classes=3, out_channels=4)

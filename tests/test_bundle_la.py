@@ -1,8 +1,10 @@
 """The LA bundle: CLI training run, properties, metadata, resume, truly unlabelled data, real LA cases."""
 
 import csv
+import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +37,8 @@ def _workflow(configs, workflow_type=None, **override) -> ConfigWorkflow:
 
 
 def _teacher_state(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state["model"] if "model" in state else state  # {"model": ..., "settings": ...} or a plain state dict
 
 
 @pytest.mark.slow
@@ -80,8 +83,20 @@ def test_metadata_missing_key_is_named(tmp_path):
         verify_bundle_metadata(tmp_path / "metadata.json")
 
 
-def test_resume_continues_to_the_same_teacher(tmp_path):
-    common = {**TINY, "epoch_length": 2, "num_validation": 0, "max_epochs": 2}
+def _history(run_dir):
+    with open(run_dir / "eval" / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _evaluator_state(workflow):
+    return workflow.parser.get_parsed_content("validate::evaluator").state
+
+
+def test_resume_continues_to_the_same_teacher_best_model_and_history(tmp_path):
+    common = {  # train.json's run list, without demo.json's test-set evaluation
+        **TINY, "epoch_length": 2, "num_validation": 2, "val_interval": 1, "max_epochs": 2,
+        "training": json.loads((CONFIGS / "train.json").read_text())["training"],
+    }  # fmt: skip
     straight = _workflow(["train", "evaluate", "demo"], demo_dir=str(tmp_path / "a"), **common)
     straight.run()
     interrupted = _workflow(["train", "evaluate", "demo"], demo_dir=str(tmp_path / "b"), **common)
@@ -89,13 +104,40 @@ def test_resume_continues_to_the_same_teacher(tmp_path):
     trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda engine: engine.terminate())  # a crash after epoch 1
     interrupted.run()
     assert trainer.state.iteration == 2
-    resumed = _workflow(["train", "evaluate", "demo"], demo_dir=str(tmp_path / "b"), resume=True, **common)
-    resumed.run()
-    assert resumed.parser.get_parsed_content("train::trainer").state.iteration == 4
-    a, b = _teacher_state(tmp_path / "a/models/model_last.pt"), _teacher_state(tmp_path / "b/models/model_last.pt")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    models = tmp_path / "b/models"
+    with open(tmp_path / "b/eval/history.csv", "a") as f:  # a kill between epoch 2's history and resume.pt writes
+        f.write("3.0,2.0," + ",".join(["123.0"] * (len(_history(tmp_path / "b")[0]) - 2)) + "\n")
+    (models / ".resume.pt.k2j3_x9.tmp").write_bytes(b"half a checkpoint")  # a kill mid-write
+    shutil.copytree(tmp_path / "b", tmp_path / "c")  # c: the same interruption, resumed after a perfect best model
+    resume_c = torch.load(tmp_path / "c/models/resume.pt", weights_only=True)
+    assert resume_c["best_metric"]["best_metric_epoch"] == 1
+    resume_c["best_metric"]["best_metric"] = 1.0  # Dice 1 cannot be beaten: epoch 2's validation is no new best
+    torch.save(resume_c, tmp_path / "c/models/resume.pt")
+    best_c = (tmp_path / "c/models/model.pt").read_bytes()
+
+    for run in ("b", "c"):
+        resumed = _workflow(["train", "evaluate", "demo"], demo_dir=str(tmp_path / run), resume=True, **common)
+        resumed.run()
+        assert resumed.parser.get_parsed_content("train::trainer").state.iteration == 4
+        a = _teacher_state(tmp_path / "a/models/model_last.pt")
+        b = _teacher_state(tmp_path / run / "models/model_last.pt")
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+        # the history: the whole run once, identical to the uninterrupted one; no temporary left
+        assert [r["iteration"] for r in _history(tmp_path / run)] == ["1.0", "2.0", "3.0", "4.0"]
+        assert _history(tmp_path / run) == _history(tmp_path / "a")
+        assert sorted(os.listdir(tmp_path / run / "models")) == ["model.pt", "model_last.pt", "resume.pt"]
+        best = [(s.best_metric, s.best_metric_epoch) for s in (_evaluator_state(straight), _evaluator_state(resumed))]
+        if run == "b":  # the best model, metric and epoch of the uninterrupted run
+            assert best[1] == best[0]
+            a, b = _teacher_state(tmp_path / "a/models/model.pt"), _teacher_state(models / "model.pt")
+            assert all(torch.equal(a[key], b[key]) for key in a)
+        else:  # no better model after the resume: model.pt untouched, the restored best kept
+            assert best[1] == (1.0, 1)
+            assert (tmp_path / "c/models/model.pt").read_bytes() == best_c
+            saved = torch.load(tmp_path / "c/models/resume.pt", weights_only=True)["best_metric"]
+            assert saved == {"best_metric": 1.0, "best_metric_epoch": 1}
 
 
 def test_truly_unlabelled_pool_trains(tmp_path):

@@ -60,6 +60,9 @@ def _copy_bundles(root: Path) -> None:
     for bundle in ["la", *GENERATED]:
         shutil.copytree(BUNDLES / bundle / "configs", root / "bundles" / bundle / "configs")
         shutil.copy(BUNDLES / bundle / "LICENSE", root / "bundles" / bundle / "LICENSE")
+    for copy in sync_bundles.LIBRARY_COPIES:  # the library's copy of LA's inference.json
+        (root / copy).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / copy, root / copy)
 
 
 # ------------------------------------------------------------------------------------------ generated files
@@ -83,7 +86,7 @@ def test_check_names_stale_files_and_sync_repairs_them(tmp_path, capsys):
     err = capsys.readouterr().err
     stale = {line.split("out of date: ")[1] for line in err.splitlines() if line.startswith("out of date: ")}
     assert stale == {
-        "bundles/pancreas_ct/configs/train.json", "bundles/brats19/configs/train.json",
+        "bundles/pancreas_ct/configs/train.json", "bundles/brats19/configs/train.json", "bundles/custom/configs/train.json",
         "bundles/brats19/configs/inference.json", "bundles/pancreas_ct/LICENSE",
     }  # fmt: skip
     assert sync_bundles.main(["--root", str(tmp_path)]) == 0
@@ -141,9 +144,11 @@ def test_protocol_files_hold_the_method_values_and_only_train_keys(bundle, name)
 
 def test_multimodal_override_is_four_channels_four_classes():
     multimodal = _config("brats19", "multimodal.json")
-    assert multimodal == {"in_channels": 4, "num_classes": 4}
-    for name in ("train.json", "inference.json"):
-        assert set(multimodal) <= set(_config("brats19", name))
+    assert multimodal == {
+        "in_channels": 4, "num_classes": 4,
+        "class_names": ["background", "oedema", "necrotic / non-enhancing tumour core", "enhancing tumour"],
+    }  # fmt: skip
+    assert set(multimodal) <= set(_config("brats19", "train.json"))  # inference.json is layered on train.json
 
 
 # --------------------------------------------------------------------------------------- properties, metadata
@@ -188,18 +193,17 @@ def test_a_training_checkpoint_loads_into_the_inference_network(bundle, extra):
     configs = BUNDLES / bundle / "configs"
     parsed = {}
     for name in ("train.json", "inference.json"):
-        parser = ConfigParser()
-        parser.read_config([str(configs / name)] + [str(configs / c) for c in extra])
+        parser = ConfigParser()  # inference.json is layered on train.json: one network definition
+        parser.read_config([str(configs / f) for f in dict.fromkeys(["train.json", name, *extra])])
         parser.update({"bundle_root": str(BUNDLES / bundle), "device": "$torch.device('cpu')"})
         parsed[name] = parser
     teacher = parsed["train.json"].get_parsed_content("teacher")
     predictor = parsed["inference.json"].get_parsed_content("network")
     Checkpoint.load_objects({"model": predictor}, {"model": teacher.state_dict()}, strict=True)
     loaded = predictor.state_dict()
-    assert not any(k.startswith("projection.") for k in loaded)  # a training-only head, dropped on loading
+    assert loaded.keys() == teacher.state_dict().keys()
     for key, value in teacher.state_dict().items():
-        if not key.startswith("projection."):
-            assert torch.equal(loaded[key], value), key
+        assert torch.equal(loaded[key], value), key
 
 
 # ------------------------------------------------------------------------------------------------- training
@@ -238,7 +242,8 @@ def test_one_training_iteration_on_synthetic_data_of_the_bundles_shape(tmp_path,
     assert set(torch.unique(out["label"][0]).tolist()) == set(range(classes))  # the labelled crop holds every class
     saved = torch.load(tmp_path / "models" / "model_last.pt", map_location="cpu", weights_only=True)
     teacher = wf.parser.get_parsed_content("teacher")
-    assert saved.keys() == teacher.state_dict().keys()
+    assert saved["model"].keys() == teacher.state_dict().keys()
+    assert saved["settings"]["network"]["in_channels"] == channels and saved["settings"]["class_names"] == wf.parser.get_parsed_content("class_names")
     predictor = wf.parser.get_parsed_content("inference_network").eval()
     with torch.no_grad():
         logits = predictor(torch.rand(1, channels, 96, 96, 96))

@@ -71,7 +71,104 @@ def test_rectified_prediction_wrapper_round_trips_state():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="num_classes"):
         CRLN(num_classes=1)
+    with pytest.raises(ValueError, match="num_classes"):
+        CRLN(out_channels=1)
     with pytest.raises(ValueError, match="backbone"):
         CRLN(backbone="resnet")
     with pytest.raises(ValueError, match="prototype_reduce"):
         CRLN(prototype_reduce="mean")
+
+
+# --- anisotropic strides, other widths, MONAI's out_channels -----------------------------------------------------
+
+THICK_SLICES = [[2, 2, 1], [2, 2, 1], [2, 2, 2], [2, 2, 1]]  # total stride (16, 16, 2)
+NARROW = {"vnet": {"base_filters": 8}, "unet3d": {"feature_scale": 8}}  # taps of 32, 16 and 8 channels
+
+
+@pytest.mark.parametrize("backbone", ["vnet", "unet3d"])
+def test_anisotropic_strides_shapes_and_gradients_through_every_head(backbone):
+    torch.manual_seed(0)
+    patch = (32, 32, 8)
+    net = CRLN(
+        backbone=backbone, patch_size=patch, num_prototypes=2, strides=THICK_SLICES, backbone_kwargs=NARROW[backbone]
+    ).train()
+    assert net.backbone.strides == tuple(tuple(s) for s in THICK_SLICES)
+    assert net.dim.strides == ((2, 2, 1), (2, 2, 1)) and net.dim.level_sizes == ((8, 8, 8), (16, 16, 8))
+    assert net.dim.feature_channels == (32, 16) and net.prototypes.shape == (2, 2, 32)
+    out = net(torch.rand(2, 1, *patch))
+    for name in ("logits", "relation_map", "rectified_logits"):
+        assert getattr(out, name).shape == (2, 2, *patch), name
+    assert out.embedding.shape == (2, 2, *patch)  # D_r = K
+    generator = torch.Generator().manual_seed(1)
+    loss = sum((t * torch.randn(t.shape, generator=generator)).sum() for t in out)
+    loss.backward()
+    first_conv = next(m for m in net.backbone.modules() if isinstance(m, torch.nn.Conv3d))
+    for name, parameter in [
+        ("backbone", first_conv.weight),
+        ("prototypes", net.prototypes),
+        ("dim upsampling", net.dim.upsample.weight),
+        ("projection", net.projection[-1].weight),
+        ("rectifier", net.rectifier.raw_mu),
+    ]:
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("backbone", ["vnet", "unet3d"])
+def test_dim_and_projection_read_the_backbone_widths(backbone):
+    net = CRLN(backbone=backbone, patch_size=(32, 32, 16), num_prototypes=2, prototype_reduce="prototype",
+               backbone_kwargs=NARROW[backbone])
+    assert net.backbone.feature_channels == (32, 16, 8) and net.dim.feature_channels == (32, 16)
+    out = net(torch.rand(1, 1, 32, 32, 16))
+    assert net.prototypes.shape == (2, 2, 32)
+    assert out.relation_map.shape == (1, 2, 32, 32, 16)
+    assert out.embedding.shape == (1, 32, 32, 32, 16)  # D_r = F with prototype_reduce="prototype"
+    plain = CRLN(backbone=backbone, patch_size=(32, 32, 16), use_dim=False, prototype_reduce="prototype",
+                 backbone_kwargs=NARROW[backbone])
+    assert plain.projection[-1].out_channels == 32
+
+
+def test_default_parameter_counts_unchanged():
+    # measured on the code before per-axis strides existed (LA patch, K = 16, learnable_v3, projection head)
+    assert sum(p.numel() for p in CRLN().parameters()) == 9_769_638
+    assert sum(p.numel() for p in CRLN(backbone="unet3d").parameters()) == 8_556_342
+
+
+def test_default_strides_spelled_out_give_the_same_outputs():
+    x = torch.rand(1, 1, 32, 32, 16)
+    outputs = []
+    for strides in (None, [2, 2, 2, 2]):
+        torch.manual_seed(0)
+        net = CRLN(patch_size=(32, 32, 16), num_prototypes=2, strides=strides, backbone_kwargs={"base_filters": 8})
+        with torch.no_grad():
+            outputs.append(net.eval()(x))
+    for first, second in zip(*outputs):
+        assert torch.equal(first, second)
+
+
+def test_out_channels_is_monais_name_for_num_classes():
+    net = CRLN(out_channels=3, patch_size=(32, 32, 16), num_prototypes=2, backbone_kwargs={"base_filters": 8})
+    assert net.num_classes == net.backbone.num_classes == 3 and net.prototypes.shape[0] == 3
+    assert CRLN(num_classes=3, out_channels=3, patch_size=(32, 32, 16), use_dim=False).num_classes == 3
+    with pytest.raises(ValueError, match=r"CRLN: num_classes=3 and out_channels=4 name the same thing"):
+        CRLN(num_classes=3, out_channels=4)
+
+
+def test_patch_not_divisible_by_the_strides_names_the_axis():
+    with pytest.raises(ValueError, match=r"^CRLN: patch_size \(32, 32, 8\) has size 8 on axis 2 \(D\), which is "
+                       r"not divisible by 16 \(the product of that axis' strides\)$"):
+        CRLN(patch_size=(32, 32, 8), use_dim=False)
+    with pytest.raises(ValueError, match=r"axis 2 \(D\), which is not divisible by 2 "):
+        CRLN(patch_size=(32, 32, 5), strides=THICK_SLICES, use_dim=False)
+
+
+def test_strides_given_twice_or_derived_dim_arguments_raise():
+    with pytest.raises(ValueError, match="strides given both"):
+        CRLN(patch_size=(32, 32, 8), strides=THICK_SLICES, backbone_kwargs={"strides": THICK_SLICES})
+    with pytest.raises(ValueError, match="strides applies to a named backbone"):
+        CRLN(backbone=torch.nn.Identity(), strides=THICK_SLICES)
+    with pytest.raises(ValueError, match=r"dim_kwargs may not set \['feature_channels'\]"):
+        CRLN(patch_size=(32, 32, 16), dim_kwargs={"feature_channels": (64, 32)})
+    # strides inside backbone_kwargs alone are honoured (the DIM follows them)
+    net = CRLN(patch_size=(32, 32, 8), num_prototypes=2, use_projection=False,
+               backbone_kwargs={"strides": THICK_SLICES, "base_filters": 8})
+    assert net.dim.level_sizes == ((8, 8, 8), (16, 16, 8))

@@ -252,9 +252,9 @@ def test_error_dataset_folder_missing(tmp_path):
 
 
 def test_error_dataset_json_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"dataset\.json is missing"):
+    with pytest.raises(FileNotFoundError, match=r"dataset\.json not found"):
         semi_supervised_datalist(tmp_path, layout="decathlon")
-    with pytest.raises(FileNotFoundError, match=r"dataset\.json is missing and there is no imagesTr"):
+    with pytest.raises(FileNotFoundError, match=r"dataset\.json not found and there is no imagesTr"):
         semi_supervised_datalist(tmp_path)
 
 
@@ -266,8 +266,10 @@ def test_error_invalid_json(tmp_path):
 
 def test_error_training_key_missing(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps({"name": "x"}))
-    with pytest.raises(ValueError, match=r"has no 'training' key"):
+    with pytest.raises(ValueError, match=r"dataset\.json has no 'training' list"):
         semi_supervised_datalist(tmp_path, layout="decathlon")
+    with pytest.raises(ValueError, match=r"dataset\.json has no 'training' list.* no imagesTr/ folder"):
+        semi_supervised_datalist(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -384,3 +386,72 @@ def test_case_id_from_filename():
     assert case_id_from_filename("x/la_003_0001.nii.gz", strip_channel=True) == "la_003"
     assert case_id_from_filename("x/la_003_0001.nii.gz") == "la_003_0001"
     assert case_id_from_filename("scan.nrrd") == "scan"
+
+
+# ----------------------------------------------------------------------------------- datalist_file (any json name)
+
+
+def _decathlon_images_only(root: Path, names: list[str]) -> None:
+    """A Decathlon folder's files without its json: ``imagesTr/<name>.nii.gz`` (+ labels for the first two)."""
+    for i, name in enumerate(names):
+        touch(root / "imagesTr" / f"{name}.nii.gz")
+        if i < 2:
+            touch(root / "labelsTr" / f"{name}.nii.gz")
+
+
+def test_datalist_file_names_any_json(tmp_path):
+    _decathlon_images_only(tmp_path, ["a", "b", "c"])
+    touch(tmp_path / "unlabelled" / "u1.nii.gz")  # truly unlabelled images in their own folder, no label files
+    meta = {
+        "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in "ab"]
+        + [{"image": "./imagesTr/c.nii.gz"}],
+        "unlabelled": ["./unlabelled/u1.nii.gz"],
+    }
+    (tmp_path / "dataset_unlabelled.json").write_text(json.dumps(meta))
+    d = semi_supervised_datalist(tmp_path, num_labelled=1, datalist_file="dataset_unlabelled.json")
+    assert ids(d["labelled"]) == ["a"] and ids(d["unlabelled"]) == ["b", "c", "u1"]
+    assert "label" not in d["unlabelled"][2] and d["unlabelled"][2]["image"].endswith("unlabelled/u1.nii.gz")
+    with pytest.raises(FileNotFoundError, match=r"dataset\.json not found"):  # the default name is not there
+        semi_supervised_datalist(tmp_path, num_labelled=1)
+
+
+def test_error_named_json_missing_is_named_and_not_scanned(tmp_path):
+    for c in ("x1", "x2"):  # a valid nnU-Net folder: the scan would work, but a named json is never replaced by it
+        touch(tmp_path / "imagesTr" / f"{c}_0000.nii.gz")
+        touch(tmp_path / "labelsTr" / f"{c}.nii.gz")
+    with pytest.raises(FileNotFoundError, match=r"[/\\]mine\.json not found"):
+        semi_supervised_datalist(tmp_path, datalist_file="mine.json")
+    assert ids(semi_supervised_datalist(tmp_path, num_labelled=1)["labelled"]) == ["x1"]  # default name: scan
+
+
+def test_error_named_json_without_training(tmp_path):
+    (tmp_path / "other.json").write_text(json.dumps({"name": "x", "labels": {"0": "bg"}}))
+    with pytest.raises(ValueError, match=r"other\.json has no 'training' list"):
+        semi_supervised_datalist(tmp_path, datalist_file="other.json")
+
+
+def test_error_entries_name_the_json(tmp_path):
+    root = write_decathlon(tmp_path, {}, ["a.nii.gz"])
+    (root / "mine.json").write_text(json.dumps({"training": [{"image": "./a.nii.gz"}, {"img": "x"}]}))
+    with pytest.raises(ValueError, match=r"^mine\.json 'training'\[1\]: expected an image path"):
+        semi_supervised_datalist(root, datalist_file="mine.json")
+    (root / "mine.json").write_text(json.dumps({"training": [{"image": "./a.nii.gz"}], "test_ids": ["zz"]}))
+    with pytest.raises(ValueError, match=r"^mine\.json 'test_ids' names 1 case id"):
+        semi_supervised_datalist(root, datalist_file="mine.json")
+
+
+@pytest.mark.parametrize("json_text, error, message", [
+    (None, FileNotFoundError, r"dataset\.json not found; .*imagesTr is not an nnU-Net folder either: a\.nii\.gz"),
+    ('{"name": "x"}', ValueError, r"dataset\.json has no 'training' list; .*imagesTr is not an nnU-Net folder either"),
+])  # fmt: skip
+def test_error_decathlon_folder_without_usable_json_says_so(tmp_path, json_text, error, message):
+    _decathlon_images_only(tmp_path, ["a", "b"])  # Decathlon names (no _0000): the nnU-Net scan cannot read them
+    if json_text is not None:
+        (tmp_path / "dataset.json").write_text(json_text)
+    with pytest.raises(error, match=message):
+        semi_supervised_datalist(tmp_path)
+
+
+def test_error_datalist_file_type(tmp_path):
+    with pytest.raises(TypeError, match=r"datalist_file must be a json file name"):
+        semi_supervised_datalist(tmp_path, datalist_file=None)

@@ -42,7 +42,7 @@ def _run(demo_dir: Path, dataset_dir: Path | None = None) -> tuple[list[dict[str
     wf.finalize()
     with open(demo_dir / "eval" / "history.csv") as f:
         history = list(csv.DictReader(f))
-    return history, torch.load(demo_dir / "models" / "model_last.pt", map_location="cpu", weights_only=True)
+    return history, torch.load(demo_dir / "models" / "model_last.pt", map_location="cpu", weights_only=True)["model"]
 
 
 def test_two_deterministic_runs_are_identical(tmp_path, restore_torch_flags):

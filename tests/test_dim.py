@@ -270,7 +270,10 @@ def test_wrong_features_raise():
         ({"aggregation": "mean"}, "aggregation must be one of"),
         ({"levels": "first"}, "levels must be one of"),
         ({"prototype_init": "uniform"}, "prototype_init must be one of"),
-        ({"patch_size": (30, 32, 16)}, "divisible by 4"),
+        ({"patch_size": (30, 32, 16)}, r"divisible by \(4, 4, 4\) per axis"),
+        ({"patch_size": (32, 32, 5), "strides": [[2, 2, 1], [2, 2, 2]]}, r"divisible by \(4, 4, 2\).*\(32, 32, 5\)"),
+        ({"strides": [2, 2, 2]}, r"strides must be None or 2 entries"),
+        ({"strides": [2, 3]}, r"strides\[1\] must be 1, 2"),
         ({"patch_size": (32, 32)}, "patch_size"),
         ({"num_classes": 1}, "num_classes"),
         ({"num_prototypes": 0}, "num_prototypes"),
@@ -289,3 +292,29 @@ def test_la_patch_shapes():
     features = [torch.randn(1, 64, 28, 28, 20), torch.randn(1, 32, 56, 56, 40)]
     with torch.no_grad():
         assert dim(features).shape == (1, 2, 112, 112, 80)
+
+
+@pytest.mark.parametrize("levels", ["last", "all"])
+def test_anisotropic_strides_set_level_sizes_and_upsampling(levels):
+    # backbone strides [[2, 2, 1], [2, 2, 1], ...] on a 32×32×8 patch: taps at 8×8×8 and 16×16×8
+    patch, strides = (32, 32, 8), [[2, 2, 1], [2, 2, 1]]
+    dim = make_dim(patch_size=patch, strides=strides, feature_channels=(32, 16), levels=levels)
+    assert dim.strides == ((2, 2, 1), (2, 2, 1))
+    assert dim.level_sizes == ((8, 8, 8), (16, 16, 8))
+    assert dim.level_blocks[1].proximity.norm.normalized_shape == (16 * 16 * 8,)
+    assert dim.upsample.kernel_size == dim.upsample.stride == (2, 2, 1)
+    assert dim.prototypes.shape == (2, 4, 32)
+    features = [torch.randn(BATCH, 32, 8, 8, 8), torch.randn(BATCH, 16, 16, 16, 8)]
+    relation_map = dim(features)
+    assert relation_map.shape == (BATCH, 2, *patch)
+    relation_map.sum().backward()
+    assert dim.prototypes.grad is not None and dim.prototypes.grad.abs().sum() > 0
+
+
+def test_default_strides_spelled_out_give_the_same_module():
+    default = make_dim(prototype_init="normal").eval()  # make_dim seeds the same for both
+    spelled = make_dim(prototype_init="normal", strides=[2, [2, 2, 2]]).eval()
+    assert spelled.level_sizes == default.level_sizes and spelled.upsample.kernel_size == (2, 2, 2)
+    features = make_features()
+    with torch.no_grad():
+        assert torch.equal(spelled(features), default(features))

@@ -1,4 +1,5 @@
-"""inference.json: NIfTI files with an anisotropic, non-identity affine in, label maps with the same geometry out."""
+"""inference.json (layered on train.json): NIfTI files with an anisotropic, non-identity affine in, label maps with
+the same geometry out."""
 
 import subprocess
 import sys
@@ -34,9 +35,10 @@ def test_inference_writes_label_maps_with_each_inputs_geometry(tmp_path):
     for i, shape in enumerate(shapes):
         nib.save(nib.Nifti1Image(rng.normal(size=shape).astype(np.float32), _affine()), inputs / f"case{i}.nii.gz")
     ckpt = tmp_path / "model.pt"
-    torch.save(CRLN(patch_size=PATCH, num_prototypes=2, use_projection=False).state_dict(), ckpt)
+    torch.save(CRLN(patch_size=PATCH, num_prototypes=2).state_dict(), ckpt)  # as training saves it, projection included
+    configs = f"['{BUNDLE / 'configs' / 'train.json'}','{BUNDLE / 'configs' / 'inference.json'}']"
     cmd = [
-        sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", str(BUNDLE / "configs" / "inference.json"),
+        sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", configs,
         "--bundle_root", str(BUNDLE), "--input", str(inputs), "--output_dir", str(tmp_path / "out"), "--ckpt_path", str(ckpt),
         "--patch_size", "[32,32,16]", "--sw_stride", "[16,16,8]", "--num_prototypes", "2",
     ]  # fmt: skip
@@ -67,8 +69,8 @@ def test_torchscript_export_and_net_in_out(tmp_path):
     configs = BUNDLE / "configs"
     net = CRLN(patch_size=PATCH, num_prototypes=2, use_projection=False).eval()
     torch.save(net.state_dict(), tmp_path / "model.pt")
-    common = {"meta_file": str(configs / "metadata.json"), "config_file": str(configs / "inference.json")}
-    overrides = {"bundle_root": str(BUNDLE), "patch_size": PATCH, "num_prototypes": 2, "device": "cpu"}
+    common = {"meta_file": str(configs / "metadata.json"), "config_file": [str(configs / "train.json"), str(configs / "inference.json")]}
+    overrides = {"bundle_root": str(BUNDLE), "patch_size": PATCH, "num_prototypes": 2, "use_cps": False, "device": "cpu"}
     ckpt_export(
         net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(tmp_path / "model.pt"),
         use_trace=True, input_shape=[1, 1, *PATCH], **common, **overrides,

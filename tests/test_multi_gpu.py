@@ -190,8 +190,9 @@ def test_torchrun_two_processes_train_the_demo_bundle(tmp_path):
         for name in r0[key]:
             assert torch.equal(r0[key][name], r1[key][name]), f"{key}.{name}"
     assert torch.equal(r0["raw_mu"], r1["raw_mu"]) and float(r0["raw_mu"]) != 0.0
-    last = torch.load(two / "models" / "model_last.pt", weights_only=True)
+    last = torch.load(two / "models" / "model_last.pt", weights_only=True)["model"]  # beside it: the settings
     assert all(torch.equal(last[k], r0["teacher"][k]) for k in last)
+    assert [p.name for p in (two / "export").iterdir()] == ["synthetic-LA"]  # rank 0 exported the run once
     # rank 0 alone wrote checkpoints, history, TensorBoard events and the test report
     assert sorted(p.name for p in (two / "models").iterdir()) == ["model.pt", "model_last.pt", "resume.pt"]
     assert len(list((two / "eval" / "tensorboard").iterdir())) == 1

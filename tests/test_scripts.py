@@ -182,7 +182,7 @@ def test_la_accuracy_tiny_cpu_run(tmp_path, tiny_la):
     assert {"dice", "jaccard", "hd95_voxel", "asd_voxel", "hd95_mm", "asd_mm"} <= set(metrics)
     assert 0.0 <= metrics["dice"]["mean"] <= 1.0 and row["summary"]["num_cases"] == 2
     # the checkpoint is the crln_dim network: a DIM, no projection head (False reached the bundle as a bool)
-    state = torch.load(row["checkpoint"], map_location="cpu", weights_only=True)
+    state = torch.load(row["checkpoint"], map_location="cpu", weights_only=True)["model"]  # beside it: the settings
     assert any(k.startswith("dim.") for k in state) and not any(k.startswith("projection.") for k in state)
     # scored against the ORIGINAL labels: hd95 in mm = hd95 in voxels x 0.625 (isotropic original grid)
     with open(Path(row["report_dir"]) / "per_case.csv") as f:

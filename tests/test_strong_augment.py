@@ -318,3 +318,20 @@ def test_cuda_geometric_steps_move_everything_identically(height, width):
     border = shrunk_label == -1
     assert int(border.sum()) == 3 * 8 * (height * width - (height // 2) * (width // 2))
     assert bool((shrunk_conf[border] == 0).all())
+
+
+def test_unit_range_false_keeps_z_scored_intensities_unclipped_and_unrenormalised():
+    gen = torch.Generator().manual_seed(0)
+    image = torch.randn(2, 1, 16, 16, 4) * 3.0  # z-scored-like values far outside [0, 1]
+    label = torch.zeros(2, 16, 16, 4, dtype=torch.long)
+    conf = torch.ones(2, 16, 16, 4)
+    aug = StrongAugment(rescale=False, cutmix=False, noise=False, rotate_flip=False, brightness_prob=1.0, unit_range=False)
+    out, _, _ = aug(image, label, conf, generator=gen)
+    factor = out / image  # one brightness factor per sample, nothing clipped or renormalised
+    for b in range(2):
+        assert torch.allclose(factor[b], factor[b].flatten()[0].expand_as(factor[b]), atol=1e-5)
+        assert 0.75 <= float(factor[b].flatten()[0]) <= 1.25
+    assert float(out.min()) < -1.0 and float(out.max()) > 2.0
+    unit = StrongAugment(rescale=False, cutmix=False, noise=False, rotate_flip=False, brightness_prob=1.0)
+    out_unit, _, _ = unit(image, label, conf, generator=torch.Generator().manual_seed(0))
+    assert float(out_unit.min()) == 0.0 and float(out_unit.max()) == 1.0

@@ -1,6 +1,32 @@
-"""Bundle helpers: offline metadata verification, switch checks."""
+"""Bundle helpers: configuration schema and check, output-folder check, switch checks, offline metadata verification."""
 
+from .ablation import ABLATION_LADDER, ablation_file, ablation_overrides
+from .check import check_config, plain_values
+from .export import BundleExporter, export_bundle, export_name, inference_config
 from .flags import check_flags
+from .outputs import check_outputs
+from .schema import RELATIONS, SCHEMA, KeySpec, Relation
+from .settings import describe_differences, settings_differences
 from .verify import METADATA_SCHEMA, verify_bundle_metadata
 
-__all__ = ["METADATA_SCHEMA", "check_flags", "verify_bundle_metadata"]
+__all__ = [
+    "ABLATION_LADDER",
+    "ablation_file",
+    "ablation_overrides",
+    "BundleExporter",
+    "METADATA_SCHEMA",
+    "RELATIONS",
+    "SCHEMA",
+    "KeySpec",
+    "Relation",
+    "check_config",
+    "check_flags",
+    "check_outputs",
+    "describe_differences",
+    "export_bundle",
+    "export_name",
+    "inference_config",
+    "plain_values",
+    "settings_differences",
+    "verify_bundle_metadata",
+]

@@ -1,5 +1,8 @@
-"""Data: datalists and protocols, the two-stream sampler, the weak pipelines, synthetic LA-like volumes."""
+"""Data: datalists and protocols, the pre-flight data check, a cache that fails cleanly, the two-stream sampler, the
+weak pipelines, synthetic LA-like volumes."""
 
+from .cache import CacheDataset, CaseLoadError
+from .checks import check_cases
 from .datalist import (
     DATALIST_KEYS,
     case_id_from_filename,
@@ -15,9 +18,12 @@ from .transforms import EnsureLabeld, evaluation_transforms, semi_supervised_tra
 
 __all__ = [
     "DATALIST_KEYS",
+    "CacheDataset",
+    "CaseLoadError",
     "EnsureLabeld",
     "TwoStreamBatchSampler",
     "case_id_from_filename",
+    "check_cases",
     "evaluation_transforms",
     "load_datalist_json",
     "make_synthetic_dataset",

@@ -2,14 +2,16 @@
 
 Two folder layouts are understood:
 
-* **Decathlon** — ``dataset.json`` with a ``training`` list of ``{"image", "label"}`` entries (paths relative
+* **Decathlon** — a dataset json (``dataset.json`` unless ``datalist_file`` names another, e.g.
+  ``dataset_unlabelled.json``) with a ``training`` list of ``{"image", "label"}`` entries (paths relative
   to the data set folder), optional ``train_ids`` / ``val_ids`` / ``test_ids`` (case ids, not paths; ``val_ids``
   is a published validation split such as BraTS 2019's, read as the validation list), optional top-level
   ``unlabelled`` and ``test`` lists of image-only cases (a path string or ``{"image": ...}``). A ``training``
   entry without ``"label"`` is an image-only (truly unlabelled) case.
 * **nnU-Net** — ``imagesTr/<case>_0000<ending>`` (``_0001``... for more channels), ``labelsTr/<case><ending>``
   (optional per case: a case without a label file is unlabelled), ``imagesTs/`` (and optionally ``labelsTs/``)
-  as the test set; ``dataset.json`` (optional) may give ``file_ending`` and ``channel_names``.
+  as the test set; ``dataset.json`` (optional) may give ``file_ending`` and ``channel_names``. The folder is
+  scanned only when the json has the default name and is absent or has no ``training`` list (nnU-Net v2's).
 
 The protocol follows UA-MT and the CRLN paper (METHOD.md §4): the labelled cases are the first ``N`` cases of
 the train list that have labels, the rest of the train list is the unlabelled pool. MONAI's
@@ -41,6 +43,8 @@ __all__ = [
 
 DATALIST_KEYS: tuple[str, ...] = ("labelled", "unlabelled", "validation", "test")
 """The keys of the dict returned by :func:`semi_supervised_datalist`."""
+
+_DEFAULT_DATALIST_FILE = "dataset.json"
 
 _KNOWN_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".h5", ".hdf5", ".npy", ".npz", ".gz")
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -110,7 +114,7 @@ def _parse_entry(entry: Any, where: str, dataset_dir: Path) -> _Case:
         entry = {"image": entry}
     if not isinstance(entry, Mapping) or "image" not in entry:
         raise ValueError(
-            f"dataset.json {where}: expected an image path or an object with an 'image' key, got {entry!r}."
+            f"{where}: expected an image path or an object with an 'image' key, got {entry!r}."
         )
     image = entry["image"]
     if isinstance(image, str):
@@ -121,75 +125,88 @@ def _parse_entry(entry: Any, where: str, dataset_dir: Path) -> _Case:
         first = image[0]
     else:
         raise ValueError(
-            f"dataset.json {where}: 'image' must be a path string or a non-empty list of them, got {image!r}."
+            f"{where}: 'image' must be a path string or a non-empty list of them, got {image!r}."
         )
     label = entry.get("label")
     if label is not None and not isinstance(label, str):
-        raise ValueError(f"dataset.json {where}: 'label' must be a path string, got {label!r}.")
+        raise ValueError(f"{where}: 'label' must be a path string, got {label!r}.")
     case = case_id_from_filename(first, strip_channel=isinstance(image_paths, tuple))
     return _Case(case, image_paths, None if label is None else _absolute(dataset_dir, label))
 
 
-def _parse_list(meta: Mapping, key: str, dataset_dir: Path) -> list[_Case]:
+def _parse_list(meta: Mapping, key: str, dataset_dir: Path, source: str) -> list[_Case]:
     entries = meta.get(key, [])
     if not isinstance(entries, list):
-        raise ValueError(f"dataset.json '{key}' must be a list of entries, got {type(entries).__name__}.")
-    return [_parse_entry(e, f"'{key}'[{i}]", dataset_dir) for i, e in enumerate(entries)]
+        raise ValueError(f"{source} '{key}' must be a list of entries, got {type(entries).__name__}.")
+    return [_parse_entry(e, f"{source} '{key}'[{i}]", dataset_dir) for i, e in enumerate(entries)]
 
 
-def _parse_ids(meta: Mapping, key: str) -> list[str] | None:
+def _parse_ids(meta: Mapping, key: str, source: str) -> list[str] | None:
     ids = meta.get(key)
     if ids is None:
         return None
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise ValueError(f"dataset.json '{key}' must be a list of case id strings, got {ids!r:.200}.")
+        raise ValueError(f"{source} '{key}' must be a list of case id strings, got {ids!r:.200}.")
     if len(set(ids)) != len(ids):
-        raise ValueError(f"dataset.json '{key}' lists a case id twice: {sorted({i for i in ids if ids.count(i) > 1})}.")
+        raise ValueError(f"{source} '{key}' lists a case id twice: {sorted({i for i in ids if ids.count(i) > 1})}.")
     return ids
 
 
-def _select(ids: list[str], key: str, by_id: Mapping[str, _Case]) -> list[_Case]:
+def _select(ids: list[str], key: str, by_id: Mapping[str, _Case], source: str) -> list[_Case]:
     missing = [i for i in ids if i not in by_id]
     if missing:
         raise ValueError(
-            f"dataset.json '{key}' names {len(missing)} case id(s) that are not in 'training', 'unlabelled' or "
+            f"{source} '{key}' names {len(missing)} case id(s) that are not in 'training', 'unlabelled' or "
             f"'test': {missing[:10]}."
         )
     return [by_id[i] for i in ids]
 
 
-def _decathlon_cases(dataset_dir: Path) -> tuple[list[_Case], list[_Case], list[_Case]]:
+def _not_found(json_path: Path) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"{json_path} not found; expected a dataset json with a 'training' list of {{'image', 'label'}} entries "
+        "(datalist_file names it inside dataset_dir)."
+    )
+
+
+def _no_training(json_path: Path) -> ValueError:
+    return ValueError(
+        f"{json_path} has no 'training' list; expected a dataset json with 'training': "
+        "[{'image': ..., 'label': ...}, ...] (a Decathlon dataset.json)."
+    )
+
+
+def _decathlon_cases(dataset_dir: Path, datalist_file: str) -> tuple[list[_Case], list[_Case], list[_Case]]:
     """Train, listed validation (``val_ids``) and test cases of a Decathlon-style folder, in list order."""
-    json_path = dataset_dir / "dataset.json"
+    json_path = dataset_dir / datalist_file
     if not json_path.is_file():
-        raise FileNotFoundError(f"{json_path} is missing; a Decathlon-layout data set needs a dataset.json.")
+        raise _not_found(json_path)
     meta = _read_json(json_path)
     if not isinstance(meta, Mapping) or "training" not in meta:
-        raise ValueError(
-            f"{json_path} has no 'training' key; expected a Decathlon dataset.json with a 'training' list."
-        )
-    training = _parse_list(meta, "training", dataset_dir)
-    extra_unlabelled = _parse_list(meta, "unlabelled", dataset_dir)
-    extra_test = _parse_list(meta, "test", dataset_dir)
+        raise _no_training(json_path)
+    source = json_path.name
+    training = _parse_list(meta, "training", dataset_dir, source)
+    extra_unlabelled = _parse_list(meta, "unlabelled", dataset_dir, source)
+    extra_test = _parse_list(meta, "test", dataset_dir, source)
     by_id: dict[str, _Case] = {}
     for c in training + extra_unlabelled + extra_test:
         if c.case in by_id:
             raise ValueError(f"{json_path}: case id {c.case!r} appears twice (ids are file names without the ending).")
         by_id[c.case] = c
-    ids = {key: _parse_ids(meta, key) for key in ("train_ids", "val_ids", "test_ids")}
+    ids = {key: _parse_ids(meta, key, source) for key in ("train_ids", "val_ids", "test_ids")}
     for first, second in (("train_ids", "val_ids"), ("train_ids", "test_ids"), ("val_ids", "test_ids")):
         both = sorted(set(ids[first] or ()) & set(ids[second] or ()))
         if both:
             raise ValueError(f"{json_path}: case id(s) in both '{first}' and '{second}': {both[:10]}.")
     train_ids, val_ids, test_ids = ids["train_ids"], ids["val_ids"], ids["test_ids"]
-    test = _select(test_ids, "test_ids", by_id) if test_ids is not None else extra_test
-    validation = _select(val_ids, "val_ids", by_id) if val_ids is not None else []
+    test = _select(test_ids, "test_ids", by_id, source) if test_ids is not None else extra_test
+    validation = _select(val_ids, "val_ids", by_id, source) if val_ids is not None else []
     without = [c.case for c in validation if c.label is None]
     if without:
         raise ValueError(f"{json_path}: 'val_ids' names case(s) without a label file: {without[:10]}.")
     held_out = {c.case for c in test + validation}
     if train_ids is not None:
-        train = _select(train_ids, "train_ids", by_id)
+        train = _select(train_ids, "train_ids", by_id, source)
         named = set(train_ids)
         train += [c for c in extra_unlabelled if c.case not in named]
     else:
@@ -244,14 +261,16 @@ def _nnunet_labels(folder: Path, ending: str, cases: Mapping[str, Any]) -> dict[
     return labels
 
 
-def _nnunet_cases(dataset_dir: Path) -> tuple[list[_Case], list[_Case], list[_Case]]:
+def _nnunet_cases(
+    dataset_dir: Path, datalist_file: str = _DEFAULT_DATALIST_FILE
+) -> tuple[list[_Case], list[_Case], list[_Case]]:
     """Train (``imagesTr``, sorted by case id), validation (none: the layout has no such list) and test
     (``imagesTs``) cases of an nnU-Net folder."""
     images_tr = dataset_dir / "imagesTr"
     if not images_tr.is_dir():
         raise FileNotFoundError(f"{images_tr} is missing; an nnU-Net-layout data set needs an imagesTr/ folder.")
     ending, num_channels = ".nii.gz", None
-    json_path = dataset_dir / "dataset.json"
+    json_path = dataset_dir / datalist_file
     if json_path.is_file():
         meta = _read_json(json_path)
         if isinstance(meta, Mapping):
@@ -269,9 +288,37 @@ def _nnunet_cases(dataset_dir: Path) -> tuple[list[_Case], list[_Case], list[_Ca
     return cases[0], [], cases[1]
 
 
-def _detect_layout(dataset_dir: Path) -> str:
-    json_path = dataset_dir / "dataset.json"
-    has_images_tr = (dataset_dir / "imagesTr").is_dir()
+def _nnunet_naming_problem(images_tr: Path, ending: str) -> str | None:
+    """The first file of ``images_tr`` not named ``<case>_XXXX<ending>`` (nnU-Net), as a message; else ``None``."""
+    for path in sorted(images_tr.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            stem = path.name[: -len(ending)] if path.name.endswith(ending) else case_id_from_filename(path)
+            if not _CHANNEL_SUFFIX.match(stem):  # another ending alone is left to the scan's own message
+                return f"{path.name} is not named <case>_0000{ending}"
+    return None
+
+
+def _detect_layout(dataset_dir: Path, datalist_file: str = _DEFAULT_DATALIST_FILE) -> str:
+    """``"decathlon"`` or ``"nnunet"``. The folder scan (nnU-Net) is tried only with the default json name, when
+    that json is absent or has no ``training`` list, and only when ``imagesTr/`` follows nnU-Net's naming."""
+    json_path = dataset_dir / datalist_file
+    images_tr = dataset_dir / "imagesTr"
+    has_images_tr = images_tr.is_dir()
+    if datalist_file != _DEFAULT_DATALIST_FILE:
+        if not json_path.is_file():
+            raise _not_found(json_path)
+        meta = _read_json(json_path)
+        if not isinstance(meta, Mapping) or "training" not in meta:
+            raise _no_training(json_path)
+        return "decathlon"
+    if has_images_tr:
+        meta = _read_json(json_path) if json_path.is_file() else None
+        if not (isinstance(meta, Mapping) and "training" in meta):
+            ending = meta.get("file_ending", ".nii.gz") if isinstance(meta, Mapping) else ".nii.gz"
+            problem = _nnunet_naming_problem(images_tr, ending) if isinstance(ending, str) else None
+            if problem is not None:  # neither a Decathlon json nor an nnU-Net folder: say what is missing first
+                error = _not_found(json_path) if meta is None else _no_training(json_path)
+                raise type(error)(f"{error} {images_tr} is not an nnU-Net folder either: {problem}.")
     if json_path.is_file():
         meta = _read_json(json_path)
         if isinstance(meta, Mapping) and "training" in meta:
@@ -285,13 +332,11 @@ def _detect_layout(dataset_dir: Path) -> str:
             return "decathlon"
         if has_images_tr:
             return "nnunet"
-        raise ValueError(
-            f"{json_path} has no 'training' key and {dataset_dir} has no imagesTr/ folder; cannot tell the layout."
-        )
+        raise ValueError(f"{_no_training(json_path)} {dataset_dir} has no imagesTr/ folder (nnU-Net layout) either.")
     if has_images_tr:
         return "nnunet"
     raise FileNotFoundError(
-        f"{json_path} is missing and there is no imagesTr/ folder: {dataset_dir} is not a data set folder."
+        f"{json_path} not found and there is no imagesTr/ folder: {dataset_dir} is not a data set folder."
     )
 
 
@@ -320,6 +365,7 @@ def _split(
     labelled: Sequence[str] | None,
     unlabelled: Sequence[str] | None,
     num_validation: int,
+    require_unlabelled: bool = True,
 ) -> dict[str, list[_Case]]:
     train_by_id = {c.case: c for c in train}
     test_ids = {c.case for c in test}
@@ -377,10 +423,11 @@ def _split(
         unlabelled_cases = [train_by_id[i] for i in unlabelled]
     else:
         unlabelled_cases = [c for c in remaining if c.case not in labelled_ids]
-    if not unlabelled_cases:
+    if not unlabelled_cases and require_unlabelled:
         raise ValueError(
             f"empty unlabelled pool: all {len(train)} train cases are labelled ({len(labelled_cases)}) or carved for "
-            f"validation ({len(validation)}); lower num_labelled/num_validation or add image-only cases."
+            f"validation ({len(validation)}); lower num_labelled/num_validation, add image-only cases, or train "
+            "supervised-only (use_unlabelled False)."
         )
     return {"labelled": labelled_cases, "unlabelled": unlabelled_cases, "validation": validation, "test": list(test)}
 
@@ -393,6 +440,8 @@ def semi_supervised_datalist(
     num_validation: int = 0,
     layout: str = "auto",
     use_val_ids: bool = True,
+    require_unlabelled: bool = True,
+    datalist_file: str = _DEFAULT_DATALIST_FILE,
 ) -> dict[str, list[dict]]:
     """Split a data set folder into the labelled, unlabelled, validation and test lists of a semi-supervised run.
 
@@ -420,17 +469,21 @@ def semi_supervised_datalist(
         layout: ``"decathlon"``, ``"nnunet"`` or ``"auto"`` (``dataset.json`` with ``training`` → Decathlon,
             else ``imagesTr/`` → nnU-Net).
         use_val_ids: read ``val_ids`` as the validation list; ``False`` leaves those cases out of every list.
+        datalist_file: name of the dataset json inside ``dataset_dir`` (any name, e.g. ``dataset_unlabelled.json``;
+            a relative path works too). The nnU-Net folder scan is a fallback of the default name only.
+        require_unlabelled: refuse an empty unlabelled pool; ``False`` (a supervised-only run) accepts a data set
+            whose every train case is labelled.
 
     Returns:
         ``{"labelled": [...], "unlabelled": [...], "validation": [...], "test": [...]}``; items are
         ``{"image": abs path | [abs paths, one per channel], "label": abs path (only if it exists), "case": id}``.
 
     Raises:
-        FileNotFoundError: the folder, ``dataset.json`` (Decathlon) / ``imagesTr`` (nnU-Net), or a listed
-            image/label file is missing.
-        ValueError: invalid JSON, missing ``training`` key, malformed entries, unknown/duplicated ids, fewer
+        FileNotFoundError: the folder, the dataset json (``<dir>/<datalist_file> not found``; Decathlon) /
+            ``imagesTr`` (nnU-Net), or a listed image/label file is missing.
+        ValueError: invalid JSON, no ``training`` list, malformed entries, unknown/duplicated ids, fewer
             labelled cases than asked, no labels for validation, ``num_validation`` together with ``val_ids``, an
-            empty unlabelled pool, bad arguments.
+            empty unlabelled pool (with ``require_unlabelled``), bad arguments.
         TypeError: an id list given as a single string.
     """
     root = Path(os.path.abspath(dataset_dir))
@@ -438,12 +491,20 @@ def semi_supervised_datalist(
         raise FileNotFoundError(f"dataset folder {root} does not exist.")
     if layout not in ("auto", "decathlon", "nnunet"):
         raise ValueError(f"layout must be 'auto', 'decathlon' or 'nnunet', got {layout!r}.")
+    if not isinstance(datalist_file, str) or not datalist_file:
+        raise TypeError(f"datalist_file must be a json file name (str), got {datalist_file!r}.")
     if layout == "auto":
-        layout = _detect_layout(root)
-    train, validation, test = _decathlon_cases(root) if layout == "decathlon" else _nnunet_cases(root)
+        layout = _detect_layout(root, datalist_file)
+    if layout == "decathlon":
+        train, validation, test = _decathlon_cases(root, datalist_file)
+    else:
+        train, validation, test = _nnunet_cases(root, datalist_file)
     if not isinstance(use_val_ids, bool):
         raise TypeError(f"use_val_ids must be True or False, got {use_val_ids!r}.")
-    split = _split(train, validation if use_val_ids else [], test, num_labelled, labelled, unlabelled, num_validation)
+    split = _split(
+        train, validation if use_val_ids else [], test, num_labelled, labelled, unlabelled, num_validation,
+        require_unlabelled=require_unlabelled,
+    )  # fmt: skip
     for cases in split.values():
         for c in cases:
             for path in c.image if isinstance(c.image, tuple) else (c.image,):

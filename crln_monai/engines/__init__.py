@@ -1,6 +1,14 @@
 """The semi-supervised trainer and its device-side statistics."""
 
+from .optimizers import poly_lr_scheduler, rectifier_optimizer, sgd
 from .pseudo_label_quality import confident_share, pseudo_label_dice
 from .semi_supervised_trainer import SemiSupervisedTrainer
 
-__all__ = ["SemiSupervisedTrainer", "confident_share", "pseudo_label_dice"]
+__all__ = [
+    "SemiSupervisedTrainer",
+    "confident_share",
+    "poly_lr_scheduler",
+    "pseudo_label_dice",
+    "rectifier_optimizer",
+    "sgd",
+]

@@ -15,13 +15,13 @@ from ..handlers.teacher_ema import TeacherEMA
 from ..losses import CPSLoss, PseudoLabelLoss, SegmentationLoss
 from ..networks.crln import CRLN
 from ..transforms import StrongAugment
+from ..utils import amp_dtype as _amp_dtype
+from ..utils import epoch_seed
+from ..utils import unwrap_model as _unwrap
 from .distributed import all_reduce_mean_, any_across_ranks, batchnorm_statistics, is_distributed
 from .pseudo_label_quality import confident_share, pseudo_label_dice
 
 __all__ = ["SemiSupervisedTrainer"]
-
-_DTYPES = {None: None, "none": None, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16}
-
 
 class SemiSupervisedTrainer(SupervisedTrainer):
     """Mean-teacher trainer with CRLN's rectification, DIM supervision and CPS (METHOD §1.7–§1.8).
@@ -125,8 +125,6 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             raise ValueError("use_dim=True needs a CRLN built with use_dim=True (it has no DIM).")
         if cps_loss is not None and model.projection is None:
             raise ValueError("cps_loss needs a CRLN built with use_projection=True (it has no projection head).")
-        if amp_dtype not in _DTYPES:
-            raise ValueError(f"amp_dtype must be one of {sorted(k for k in _DTYPES if k)} or None, got {amp_dtype!r}.")
         self.teacher = teacher
         self.rectifier_optimizer = rectifier_optimizer if use_dim else None
         self.labelled_batch_size = labelled_batch_size
@@ -142,7 +140,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         self.teacher_ema = teacher_ema or TeacherEMA(network, teacher)
         if not use_unlabelled:  # the teacher never runs in train mode: give it the student's BN statistics
             self.teacher_ema.copy_buffers = True
-        self.amp_dtype = _DTYPES[amp_dtype]
+        self.amp_dtype = _amp_dtype(amp_dtype)
         self.check_interval = check_interval
         self.seed = seed
         self.num_classes = model.num_classes
@@ -155,7 +153,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
 
     def reseed(self, epoch: int) -> None:
         """Reseed the device generator as a function of (seed, epoch), so that a resumed run repeats the same draws."""
-        self.generator.manual_seed(self.seed * 1_000_003 + epoch)
+        self.generator.manual_seed(epoch_seed(self.seed, epoch))
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -312,10 +310,6 @@ class SemiSupervisedTrainer(SupervisedTrainer):
 
 
 _QUALITY_KEYS = ("confident_share", "confident_share_rectified", "pseudo_label_dice", "pseudo_label_dice_rectified")
-
-
-def _unwrap(module: nn.Module) -> Any:
-    return module.module if hasattr(module, "module") else module
 
 
 def _plain(x: torch.Tensor) -> torch.Tensor:

@@ -1,20 +1,28 @@
-"""Evaluation: medpy-equivalent metrics, bootstrap, UA-MT sliding window, report files and the evaluator handler."""
+"""Evaluation: medpy-equivalent metrics, bootstrap, UA-MT sliding window, report files, the evaluator handler
+and the name of the trained method."""
 
 from .case_report_handler import CaseMetricsReport, case_id
+from .method import method_name
+from .postprocessing import INPUT_SPACE_KEY, segmentation_postprocessing
 from .metrics import bootstrap, multiclass_metrics, segmentation_metrics
-from .report import case_record, write_evaluation_report
+from .report import case_record, staged_report, write_class_report, write_evaluation_report
 from .sliding_window import UAMTSlidingWindowInferer, overlap_for_stride, sliding_window_softmax, window_starts
 
 __all__ = [
+    "INPUT_SPACE_KEY",
     "CaseMetricsReport",
     "UAMTSlidingWindowInferer",
     "bootstrap",
     "case_id",
     "case_record",
+    "method_name",
     "multiclass_metrics",
     "overlap_for_stride",
     "segmentation_metrics",
+    "segmentation_postprocessing",
     "sliding_window_softmax",
+    "staged_report",
     "window_starts",
+    "write_class_report",
     "write_evaluation_report",
 ]

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from monai.inferers import SlidingWindowInferer
 
-__all__ = ["window_starts", "overlap_for_stride", "UAMTSlidingWindowInferer", "sliding_window_softmax"]
+from ..utils import amp_dtype as _amp_dtype
 
-_DTYPES = {"float16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16}
+__all__ = ["window_starts", "overlap_for_stride", "UAMTSlidingWindowInferer", "sliding_window_softmax"]
 
 
 def window_starts(size: int, patch: int, stride: int) -> list[int]:
@@ -108,14 +108,6 @@ class _SoftmaxPredictor:
             )
         logits = logits.float()
         return torch.softmax(logits, dim=1) if self.softmax else logits
-
-
-def _amp_dtype(amp_dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if amp_dtype is None or isinstance(amp_dtype, torch.dtype):
-        return amp_dtype
-    if amp_dtype not in _DTYPES:
-        raise ValueError(f"amp_dtype must be None, a torch.dtype or one of {sorted(_DTYPES)}, got {amp_dtype!r}")
-    return _DTYPES[amp_dtype]
 
 
 class UAMTSlidingWindowInferer(SlidingWindowInferer):

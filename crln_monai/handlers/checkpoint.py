@@ -2,31 +2,50 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import tempfile
-from collections.abc import Mapping
+import re
+import secrets
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 
-__all__ = ["AtomicCheckpointSaver", "atomic_save"]
+__all__ = ["AtomicCheckpointSaver", "BestMetric", "atomic_save", "atomic_write", "remove_stale_temporaries"]
+
+logger = logging.getLogger(__name__)
+#: plain value types ``extra`` may hold: what ``torch.load(..., weights_only=True)`` reads back
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor)
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` it into place.
+def _temporary_pattern(path: Path) -> re.Pattern[str]:
+    """Names of :func:`atomic_save`'s temporaries beside ``path`` (``.<name>.<random>.tmp``, mkstemp's old ones too)."""
+    return re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]+\.tmp")
 
-    MONAI's ``CheckpointSaver`` writes with ``atomic=False`` (its source says so, for file permissions), so an
-    interrupted write can destroy the previous checkpoint; this is the small piece it lacks.
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str = "wb", **open_kwargs: Any) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, then ``os.replace`` it into place.
+
+    The temporary is created with mode 0o666 like any ``open(path, "w")``, so the kernel applies the umask (and a
+    default ACL); ``tempfile.mkstemp`` would make every file 0600. A failed write removes it and re-raises.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"{path.parent}: no free temporary name for {path.name} after 100 tries")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode, **open_kwargs) as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -35,8 +54,82 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` it into place (:func:`atomic_write`).
+
+    MONAI's ``CheckpointSaver`` writes with ``atomic=False`` (its source says so, for file permissions), so an
+    interrupted write can destroy the previous checkpoint; this is the small piece it lacks. The checkpoint gets
+    the permissions the umask allows, as a plain ``torch.save(obj, path)`` would.
+    """
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries an interrupted :func:`atomic_save` of ``path`` left beside it; returns them.
+
+    Only names of the form ``.<name>.<random>.tmp`` are touched, nothing else in the folder.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = _temporary_pattern(path)
+    removed = []
+    for entry in path.parent.iterdir():
+        if pattern.fullmatch(entry.name) and entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    if removed:
+        logger.info(f"{path.parent}: removed {len(removed)} stale temporary file(s) of {path.name}")
+    return removed
+
+
+def _check_plain(value: Any, key: str) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"extra[{key!r}]: key {k!r} is a {type(k).__name__}, expected str or int.")
+            _check_plain(v, f"{key}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{key}[{i}]")
+    elif not isinstance(value, _PLAIN):
+        raise TypeError(
+            f"extra[{key!r}] = {value!r} is a {type(value).__name__}, expected plain values "
+            "(str, int, float, bool, None, tensors, lists and dicts of them)."
+        )
+
+
+class BestMetric:
+    """``state_dict``/``load_state_dict`` of an evaluator's best key metric and its epoch, for ``resume.pt``.
+
+    MONAI's ``Workflow`` keeps ``state.best_metric``/``state.best_metric_epoch`` in memory only, so a resumed run's
+    first validation would count as a new best. Ignite's ``engine.state_dict_user_keys`` could carry them too, but
+    with the evaluator's own counters and a ``load_state_dict`` that checks them; this object holds just the two.
+
+    Args:
+        evaluator: the engine whose ``state.best_metric`` and ``state.best_metric_epoch`` are saved and restored.
+    """
+
+    def __init__(self, evaluator: Engine) -> None:
+        self.evaluator = evaluator
+
+    def state_dict(self) -> dict[str, float | int]:
+        state = self.evaluator.state
+        return {"best_metric": float(state.best_metric), "best_metric_epoch": int(state.best_metric_epoch)}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        missing = {"best_metric", "best_metric_epoch"} - set(state_dict)
+        if missing:
+            raise KeyError(f"best metric state: {sorted(missing)} missing, expected best_metric and best_metric_epoch")
+        self.evaluator.state.best_metric = float(state_dict["best_metric"])
+        self.evaluator.state.best_metric_epoch = int(state_dict["best_metric_epoch"])
+
+
 class AtomicCheckpointSaver:
     """Save objects with ``state_dict()`` to one file, atomically, on a schedule.
+
+    Temporaries an interrupted earlier write left beside the checkpoint are removed when the engine starts (or
+    at the first :meth:`save`).
 
     Args:
         save_dir: folder of the checkpoint.
@@ -51,6 +144,9 @@ class AtomicCheckpointSaver:
             (``state.best_metric_epoch == state.epoch``): the "best" checkpoint.
         save_rank: under ``torch.distributed``, the only rank that writes. Attach the saver on every rank all
             the same: its trainer-side call runs ``engine.check_finite()``, a collective under DDP.
+        extra: plain values (str, numbers, None, tensors, lists and dicts of them) written beside the state
+            dicts: the file becomes ``{name: state_dict, **extra}`` with one object, ``{**states, **extra}``
+            otherwise. ``None`` keeps the formats above.
     """
 
     def __init__(
@@ -63,6 +159,7 @@ class AtomicCheckpointSaver:
         save_final: bool = True,
         best_only: bool = False,
         save_rank: int = 0,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         if not save_dict:
             raise ValueError("save_dict must name at least one object to save.")
@@ -73,8 +170,17 @@ class AtomicCheckpointSaver:
         self.save_final = save_final
         self.best_only = best_only
         self.save_rank = save_rank
+        self.extra = None if extra is None else dict(extra)
+        if self.extra is not None:
+            clash = sorted(set(self.extra) & set(self.save_dict))
+            if clash:
+                raise ValueError(f"{filename}: extra keys {clash} are also save_dict names; use distinct names.")
+            for key, value in self.extra.items():
+                _check_plain(value, key)
+        self._cleaned = False
 
     def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, lambda _: self.remove_stale())
         if self.best_only:
             engine.add_event_handler(Events.EPOCH_COMPLETED, self._save_if_best)
             return
@@ -84,6 +190,15 @@ class AtomicCheckpointSaver:
             engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every_n_iterations), self)
         if self.save_final:
             engine.add_event_handler(Events.COMPLETED, self)
+
+    def _is_writer(self) -> bool:
+        return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != self.save_rank)
+
+    def remove_stale(self) -> None:
+        """Once per saver, on the writing rank: delete temporaries of this checkpoint left by a killed write."""
+        if not self._cleaned and self._is_writer():
+            remove_stale_temporaries(self.path)
+            self._cleaned = True
 
     def _save_if_best(self, engine: Engine) -> None:
         if getattr(engine.state, "best_metric_epoch", -1) == engine.state.epoch:
@@ -96,7 +211,10 @@ class AtomicCheckpointSaver:
 
     def save(self) -> Path | None:
         """Write the checkpoint; returns its path, or ``None`` on a rank other than ``save_rank``."""
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != self.save_rank:
+        if not self._is_writer():
             return None
+        self.remove_stale()
         states = {name: obj.state_dict() for name, obj in self.save_dict.items()}
+        if self.extra is not None:
+            return atomic_save({**states, **self.extra}, self.path)
         return atomic_save(next(iter(states.values())) if len(states) == 1 else states, self.path)

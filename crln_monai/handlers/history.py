@@ -12,7 +12,9 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-__all__ = ["TrainingHistory", "plot_training_curves"]
+from .checkpoint import atomic_write
+
+__all__ = ["TrainingHistory", "plot_training_curves", "read_history"]
 
 #: the scalars of SemiSupervisedTrainer's output that are recorded, in column order
 SCALARS = (
@@ -25,8 +27,14 @@ class TrainingHistory:
     """Every ``interval`` iterations, read the trainer's scalar outputs (the only host sync of training).
 
     Records them with the learning rates in memory; logs one line; writes them to TensorBoard when
-    ``log_dir`` is given (and tensorboard is installed); rewrites ``<output_dir>/history.csv`` at every epoch
-    end; draws ``<output_dir>/training_curves.png`` when training ends.
+    ``log_dir`` is given (and tensorboard is installed); rewrites ``<output_dir>/history.csv`` (atomically) at every
+    epoch end; draws ``<output_dir>/training_curves.png`` when training ends.
+
+    A resumed run continues the history: when its first epoch starts (after ``CheckpointLoader`` has restored the
+    trainer at ``STARTED``) the rows up to the restored iteration are kept (read back from ``history.csv`` when
+    this object has none in memory), later ones dropped, and TensorBoard purges the events after that iteration
+    (``SummaryWriter(purge_step=iteration + 1)``), so the CSV, the figure and TensorBoard cover the whole run once.
+    A fresh run (iteration 0) starts an empty history whatever ``history.csv`` held.
 
     Args:
         output_dir: folder for ``history.csv`` and the figure; ``None`` keeps the history in memory only.
@@ -44,11 +52,38 @@ class TrainingHistory:
         self.logger = logging.getLogger(name)
         self.rows: list[dict[str, float]] = []
         self._writer: Any = None
+        self._purge_step: int | None = None
+        self._continued = False
 
     def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._on_started)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._continue_once)
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self.record)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.write_csv)
         engine.add_event_handler(Events.COMPLETED, self.finish)
+
+    def _on_started(self, engine: Engine) -> None:
+        self._continued = False
+
+    def _continue_once(self, engine: Engine) -> None:
+        if not self._continued:
+            self._continued = True
+            self.continue_from(int(engine.state.iteration))
+
+    def continue_from(self, iteration: int) -> None:
+        """Keep the rows recorded up to ``iteration`` (from memory, else from ``history.csv``); drop the others."""
+        if iteration > 0 and not self.rows and self.output_dir is not None:
+            self.rows = read_history(self.output_dir / "history.csv")
+        self.rows = [row for row in self.rows if row["iteration"] <= iteration] if iteration > 0 else []
+        last = int(self.rows[-1]["iteration"]) if self.rows else 0
+        if iteration > 0:
+            if last + self.interval <= iteration:
+                self.logger.warning(f"history: resuming at iteration {iteration}, the recorded history ends at {last}")
+            self.logger.info(f"history: continuing at iteration {iteration} with {len(self.rows)} earlier rows")
+        self._purge_step = iteration + 1 if iteration > 0 else None
+        if self._writer is not None:  # reopen with the purge step of this run
+            self._writer.close()
+            self._writer = None
 
     def record(self, engine: Engine) -> None:
         output = engine.state.output if isinstance(engine.state.output, dict) else {}
@@ -70,7 +105,7 @@ class TrainingHistory:
             except ImportError:  # tensorboard is an optional extra
                 self.log_dir = None
                 return
-            self._writer = SummaryWriter(log_dir=self.log_dir)
+            self._writer = SummaryWriter(log_dir=self.log_dir, purge_step=self._purge_step)
         for key, value in row.items():
             if key not in ("iteration", "epoch") and not math.isnan(value):
                 self._writer.add_scalar(f"train/{key}", value, int(row["iteration"]))
@@ -78,14 +113,14 @@ class TrainingHistory:
     def write_csv(self, engine: Engine | None = None) -> Path | None:
         if self.output_dir is None or not self.rows:
             return None
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / "history.csv"
         keys = list(dict.fromkeys(k for row in self.rows for k in row))
-        with open(path, "w", newline="") as f:
+
+        def write(f: Any) -> None:
             writer = csv.DictWriter(f, fieldnames=keys)
             writer.writeheader()
             writer.writerows(self.rows)
-        return path
+
+        return atomic_write(self.output_dir / "history.csv", write, mode="w", newline="")
 
     def finish(self, engine: Engine | None = None) -> None:
         self.write_csv()
@@ -93,6 +128,25 @@ class TrainingHistory:
             self._writer.flush()
         if self.output_dir is not None and self.rows:
             plot_training_curves(self.rows, self.output_dir / "training_curves.png")
+
+
+def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
+    """Rows of a ``history.csv`` written by :class:`TrainingHistory`, as floats (empty cells left out); no file: []."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for line, raw in enumerate(csv.DictReader(f), start=2):
+            try:
+                rows.append({k: float(v) for k, v in raw.items() if k is not None and v not in ("", None)})
+            except ValueError as error:
+                raise ValueError(
+                    f"{path}: line {line} is not a row of numbers ({error}); move the file away to start a new history"
+                ) from None
+            if "iteration" not in rows[-1]:
+                raise ValueError(f"{path}: line {line} has no iteration; expected a history written by TrainingHistory")
+    return rows
 
 
 def plot_training_curves(rows: list[dict[str, float]], path: str | os.PathLike) -> Path:

@@ -7,6 +7,8 @@ from typing import Any
 from ignite.engine import Engine, Events
 from monai.utils import set_determinism
 
+from ..utils import epoch_seed
+
 __all__ = ["EpochSeeder"]
 
 
@@ -36,11 +38,11 @@ class EpochSeeder:
 
     def __call__(self, engine: Engine) -> None:
         epoch = engine.state.epoch
-        epoch_seed = (self.seed * 1_000_003 + epoch) % (2**32)
-        set_determinism(seed=epoch_seed, use_deterministic_algorithms=self.deterministic or None)
+        seed = epoch_seed(self.seed, epoch)
+        set_determinism(seed=seed, use_deterministic_algorithms=self.deterministic or None)
         transform = getattr(self.dataset, "transform", None)
         if hasattr(transform, "set_random_state"):
-            transform.set_random_state(seed=epoch_seed)
+            transform.set_random_state(seed=seed)
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
         if hasattr(engine, "reseed"):

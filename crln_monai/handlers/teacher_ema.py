@@ -7,13 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..utils import unwrap_model as _unwrap
+
 __all__ = ["TeacherEMA"]
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a ``DistributedDataParallel``/``DataParallel`` wrapper, else ``model``."""
-    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-    return model.module if isinstance(model, wrappers) else model
 
 
 class TeacherEMA:

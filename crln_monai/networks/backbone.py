@@ -1,13 +1,32 @@
-"""The output contract shared by every CRLN backbone."""
+"""The output contract and the argument and input checks shared by every CRLN backbone."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from collections.abc import Sequence
+from numbers import Integral
+from typing import NamedTuple, Union
 
 import torch
 from torch import nn
 
-__all__ = ["BackboneOutput", "check_backbone_input", "init_backbone_weights"]
+__all__ = [
+    "BackboneOutput",
+    "Strides",
+    "check_backbone_input",
+    "check_positive_int",
+    "check_spatial_size",
+    "check_probability",
+    "init_backbone_weights",
+    "normalise_strides",
+    "resolve_out_channels",
+    "size_divisor",
+]
+
+Strides = Sequence[Union[int, Sequence[int]]]
+"""Per-level down-sampling factors: one entry per level, an int (every axis) or one int per axis, each 1 or 2."""
+
+_AXES = ("H", "W", "D")
 
 
 class BackboneOutput(NamedTuple):
@@ -15,9 +34,11 @@ class BackboneOutput(NamedTuple):
 
     Attributes:
         logits: segmentation logits ``(B, num_classes, H, W, D)``.
-        features: the decoder taps the method uses, coarse to fine:
-            ``(B, 64, H/4, W/4, D/4)``, ``(B, 32, H/2, W/2, D/2)``, ``(B, 16, H, W, D)``
-            (the last after dropout; it feeds the segmentation and representation heads).
+        features: the decoder taps the method uses, coarse to fine, with the backbone's ``feature_channels``
+            ``(c0, c1, c2)`` ((64, 32, 16) at the default widths) and ``s0``, ``s1`` its first two strides:
+            ``(B, c0, (H, W, D) / (s0·s1))``, ``(B, c1, (H, W, D) / s0)``, ``(B, c2, H, W, D)``
+            (``/ 4`` and ``/ 2`` at the default strides; the last tap is after dropout and feeds the
+            segmentation and representation heads).
     """
 
     logits: torch.Tensor
@@ -34,15 +55,104 @@ def init_backbone_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def check_backbone_input(x: torch.Tensor, in_channels: int, divisor: int, owner: str) -> None:
-    """Raise a ValueError naming the shape unless ``x`` is ``(B, in_channels, H, W, D)`` with sides divisible by ``divisor``."""
+def _is_int(value: object) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def check_positive_int(owner: str, name: str, value: object) -> int:
+    """``value`` as an int; a ValueError naming ``owner``, ``name`` and the value unless it is an int ≥ 1."""
+    if not _is_int(value) or int(value) < 1:  # type: ignore[call-overload]
+        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+    return int(value)  # type: ignore[call-overload]
+
+
+def check_probability(owner: str, name: str, value: float) -> float:
+    """``value`` as a float; a ValueError naming ``owner``, ``name`` and the value unless it is in [0, 1]."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not 0.0 <= number <= 1.0:
+        raise ValueError(f"{owner}: {name} must be in [0, 1], got {value!r}")
+    return number
+
+
+def resolve_out_channels(owner: str, num_classes: int | None, out_channels: int | None, default: int = 2) -> int:
+    """The output channel count from ``num_classes`` or MONAI's name for it, ``out_channels``.
+
+    Either may be given (``default`` when neither is); both given and different is a ValueError.
+    """
+    if num_classes is not None and out_channels is not None and num_classes != out_channels:
+        raise ValueError(
+            f"{owner}: num_classes={num_classes!r} and out_channels={out_channels!r} name the same thing; "
+            f"give one of them (or equal values)"
+        )
+    value = num_classes if num_classes is not None else out_channels
+    return default if value is None else value
+
+
+def normalise_strides(strides: Strides | None, num_levels: int, owner: str) -> tuple[tuple[int, int, int], ...]:
+    """Per-level, per-axis down-sampling factors, as MONAI's ``DynUNet`` takes ``strides``.
+
+    Args:
+        strides: ``None`` (2 on every axis at every level) or ``num_levels`` entries, finest level first, each
+            an int (the same factor on the three axes) or three ints (H, W, D); every factor is 1 or 2.
+        num_levels: the backbone's number of down-sampling levels.
+        owner: the class name for error messages.
+
+    Returns:
+        ``num_levels`` tuples ``(sH, sW, sD)``.
+
+    Raises:
+        ValueError: wrong number of entries or a factor other than 1 or 2, naming the entry.
+    """
+    if strides is None:
+        return ((2, 2, 2),) * num_levels
+    if isinstance(strides, (str, bytes)) or not isinstance(strides, Sequence) or len(strides) != num_levels:
+        raise ValueError(
+            f"{owner}: strides must be None or {num_levels} entries (one per down-sampling level), got {strides!r}"
+        )
+    result = []
+    for level, entry in enumerate(strides):
+        factors = (entry,) * 3 if _is_int(entry) else entry
+        if (
+            isinstance(factors, (str, bytes))
+            or not isinstance(factors, Sequence)
+            or len(factors) != 3
+            or not all(_is_int(f) and int(f) in (1, 2) for f in factors)
+        ):
+            raise ValueError(f"{owner}: strides[{level}] must be 1, 2 or three of them (H, W, D), got {entry!r}")
+        result.append(tuple(int(f) for f in factors))
+    return tuple(result)  # type: ignore[return-value]
+
+
+def size_divisor(strides: Sequence[Sequence[int]]) -> tuple[int, int, int]:
+    """Per axis, the product of the strides: what every input side (and patch side) must be divisible by."""
+    return tuple(math.prod(level[axis] for level in strides) for axis in range(3))  # type: ignore[return-value]
+
+
+def check_backbone_input(x: torch.Tensor, in_channels: int, divisor: int | Sequence[int], owner: str) -> None:
+    """Raise a one-line ValueError unless ``x`` is ``(B, in_channels, H, W, D)``, each side divisible by ``divisor``.
+
+    ``divisor`` is an int (all axes) or one int per axis (see :func:`size_divisor`); the message names the
+    first axis that fails, its size and the required multiple.
+    """
     if not isinstance(x, torch.Tensor) or x.ndim != 5:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{owner}: input must be a 5-D tensor (B, C, H, W, D), got {shape}")
     if x.shape[1] != in_channels:
         raise ValueError(f"{owner}: input of shape {tuple(x.shape)} has {x.shape[1]} channels, expected {in_channels}")
-    if any(side % divisor for side in x.shape[2:]):
-        raise ValueError(
-            f"{owner}: input of shape {tuple(x.shape)} has spatial size {tuple(x.shape[2:])}; "
-            f"every side must be divisible by {divisor}"
-        )
+    check_spatial_size(tuple(x.shape[2:]), divisor, owner, "input of spatial size")
+
+
+def check_spatial_size(spatial: Sequence[int], divisor: int | Sequence[int], owner: str, what: str) -> None:
+    """Raise a one-line ValueError naming the axis, its size and the required multiple unless every side of
+    ``spatial`` ``(H, W, D)`` is divisible by ``divisor`` (an int, or one int per axis); ``what`` names the size."""
+    spatial = tuple(int(side) for side in spatial)
+    divisors = (divisor,) * 3 if isinstance(divisor, int) else tuple(divisor)
+    for axis, (side, multiple) in enumerate(zip(spatial, divisors)):
+        if side % multiple:
+            raise ValueError(
+                f"{owner}: {what} {spatial} has size {side} on axis {axis} ({_AXES[axis]}), which is not "
+                f"divisible by {multiple} (the product of that axis' strides)"
+            )

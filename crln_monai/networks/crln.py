@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from .backbone import Strides, check_spatial_size, resolve_out_channels
 from .dim import DynamicInteractionModule
 from .rectifier import Rectifier
 from .unet3d import UNet3D
@@ -16,6 +17,9 @@ from .vnet import VNet
 __all__ = ["CRLN", "CRLNOutput", "ProjectionHead", "RectifiedPrediction"]
 
 BACKBONES = {"vnet": VNet, "unet3d": UNet3D}
+
+_DERIVED_DIM_ARGUMENTS = ("num_classes", "num_prototypes", "patch_size", "feature_channels", "strides")
+"""DIM arguments CRLN sets itself (from its own arguments and the backbone); ``dim_kwargs`` may not repeat them."""
 
 
 class CRLNOutput(NamedTuple):
@@ -54,12 +58,19 @@ class ProjectionHead(nn.Sequential):
 class CRLN(nn.Module):
     """Cooperative Rectification Learning Network: the student (or, as an EMA copy, the teacher).
 
+    The DIM reads the backbone's ``feature_channels`` (the widths of its taps, coarse to fine; the prototypes
+    get the first) and ``strides`` (its level sizes and final up-sampling follow them); a backbone module
+    without these attributes is taken to have the defaults ``(64, 32, 16)`` and 2 on every axis.
+
     Args:
         in_channels: image channels.
-        num_classes: segmentation classes, background included (≥ 2).
+        num_classes: segmentation classes, background included (≥ 2); 2 when neither it nor ``out_channels``
+            is given.
         backbone: ``"vnet"`` (LA, Pancreas), ``"unet3d"`` (BraTS) or a module returning
-            :class:`~crln_monai.networks.BackboneOutput` with taps of 64, 32 and 16 channels.
-        patch_size: the training patch; the DIM's spatial LayerNorm is tied to it (METHOD A16).
+            :class:`~crln_monai.networks.BackboneOutput` (ideally with ``feature_channels`` and ``strides``
+            attributes, as :class:`VNet` and :class:`UNet3D` have).
+        patch_size: the training patch; the DIM's spatial LayerNorm is tied to it (METHOD A16). Each side must
+            be divisible by the product of that axis' strides.
         num_prototypes: prototypes per class ``K``.
         use_dim: build the DIM and the rectifier; ``False`` gives a plain mean-teacher network.
         use_projection: build the projection head (needed by CPS).
@@ -67,14 +78,24 @@ class CRLN(nn.Module):
             each class's ``K × F`` prototypes over ``F`` and so sets ``D_r = K``; ``"prototype"`` averages over
             ``K`` and sets ``D_r = F``.
         rectifier: the rectification variant of Table 7 (see :class:`Rectifier`).
-        dim_kwargs: further :class:`DynamicInteractionModule` options (aggregation, legacy_query_layout, ...).
+        dim_kwargs: further :class:`DynamicInteractionModule` options (aggregation, legacy_query_layout, ...);
+            not those CRLN derives (``num_classes``, ``num_prototypes``, ``patch_size``, ``feature_channels``,
+            ``strides``).
         backbone_kwargs: further backbone options (``base_filters``, ``dropout``, ...).
+        strides: the backbone's per-level down-sampling factors, finest first, each 1 or 2 or one such factor
+            per axis (see :class:`VNet`); ``None``: 2 on every axis at every level. Only with a named backbone.
+        out_channels: MONAI's name for ``num_classes``; give one of the two (equal values are accepted).
+
+    Raises:
+        ValueError: an unknown backbone or ``prototype_reduce``, fewer than 2 classes, ``num_classes`` and
+            ``out_channels`` differ, ``strides`` given twice or with a backbone module, ``dim_kwargs`` sets a
+            derived argument, or a patch side not divisible by its axis' strides.
     """
 
     def __init__(
         self,
         in_channels: int = 1,
-        num_classes: int = 2,
+        num_classes: int | None = None,
         backbone: str | nn.Module = "vnet",
         patch_size: Sequence[int] = (112, 112, 80),
         num_prototypes: int = 16,
@@ -84,32 +105,59 @@ class CRLN(nn.Module):
         rectifier: str = "learnable_v3",
         dim_kwargs: dict[str, Any] | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
+        strides: Strides | None = None,
+        out_channels: int | None = None,
     ) -> None:
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2 (background + one class), got {num_classes}.")
+        num_classes = resolve_out_channels("CRLN", num_classes, out_channels)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"CRLN: num_classes must be an int >= 2 (background + one class), got {num_classes!r}.")
+        if prototype_reduce not in ("feature", "prototype"):
+            raise ValueError(f"CRLN: prototype_reduce must be 'feature' or 'prototype', got {prototype_reduce!r}.")
         if isinstance(backbone, str):
             if backbone not in BACKBONES:
-                raise ValueError(f"backbone must be one of {sorted(BACKBONES)} or an nn.Module, got {backbone!r}.")
-            backbone = BACKBONES[backbone](in_channels=in_channels, num_classes=num_classes, **(backbone_kwargs or {}))
-        if prototype_reduce not in ("feature", "prototype"):
-            raise ValueError(f"prototype_reduce must be 'feature' or 'prototype', got {prototype_reduce!r}.")
+                raise ValueError(
+                    f"CRLN: backbone must be one of {sorted(BACKBONES)} or an nn.Module, got {backbone!r}."
+                )
+            backbone_kwargs = dict(backbone_kwargs or {})
+            if strides is not None and backbone_kwargs.get("strides") is not None:
+                raise ValueError("CRLN: strides given both as an argument and in backbone_kwargs; give it once.")
+            if strides is not None:
+                backbone_kwargs["strides"] = strides
+            backbone = BACKBONES[backbone](in_channels=in_channels, num_classes=num_classes, **backbone_kwargs)
+        elif strides is not None:
+            raise ValueError("CRLN: strides applies to a named backbone; build the backbone module with its strides.")
+        clashes = sorted(set(dim_kwargs or {}) & set(_DERIVED_DIM_ARGUMENTS))
+        if clashes:
+            raise ValueError(
+                f"CRLN: dim_kwargs may not set {clashes}; CRLN derives them from its arguments and the backbone."
+            )
         self.backbone = backbone
         self.num_classes = num_classes
         self.patch_size = tuple(int(s) for s in patch_size)
+        if len(self.patch_size) != 3:
+            raise ValueError(f"CRLN: patch_size must be three sizes (H, W, D), got {tuple(patch_size)}.")
+        if hasattr(backbone, "size_divisor"):
+            check_spatial_size(self.patch_size, backbone.size_divisor, "CRLN", "patch_size")
         self.prototype_reduce = prototype_reduce
+        feature_channels = tuple(getattr(backbone, "feature_channels", (64, 32, 16)))
+        num_levels = len(feature_channels) - 1  # the DIM reads every tap but the full-resolution one
+        backbone_strides = getattr(backbone, "strides", None)
         self.dim = (
             DynamicInteractionModule(
-                num_classes=num_classes, num_prototypes=num_prototypes, patch_size=self.patch_size, **(dim_kwargs or {})
+                num_classes=num_classes,
+                num_prototypes=num_prototypes,
+                patch_size=self.patch_size,
+                feature_channels=feature_channels[:num_levels],
+                strides=None if backbone_strides is None else tuple(backbone_strides)[:num_levels],
+                **(dim_kwargs or {}),
             )
             if use_dim
             else None
         )
         self.rectifier = Rectifier(mode=rectifier, num_classes=num_classes) if use_dim else None
-        prototype_width = 64 if self.dim is None else self.dim.prototypes.shape[-1]
-        representation_dim = num_prototypes if prototype_reduce == "feature" else prototype_width
-        tap_width = getattr(backbone, "feature_channels", (64, 32, 16))[-1]
-        self.projection = ProjectionHead(tap_width, representation_dim) if use_projection else None
+        representation_dim = num_prototypes if prototype_reduce == "feature" else feature_channels[0]
+        self.projection = ProjectionHead(feature_channels[-1], representation_dim) if use_projection else None
 
     @property
     def prototypes(self) -> torch.Tensor | None:
@@ -125,7 +173,8 @@ class CRLN(nn.Module):
         """Run the network.
 
         Args:
-            image: ``(B, Cin, H, W, D)``; with the DIM, ``(H, W, D)`` must equal ``patch_size``.
+            image: ``(B, Cin, H, W, D)``, each side divisible by its axis' product of the backbone strides; with
+                the DIM, ``(H, W, D)`` must equal ``patch_size``.
             with_dim: run the DIM and the rectifier (the method skips them for the unlabelled student forward).
             with_embedding: run the projection head.
 
@@ -135,7 +184,7 @@ class CRLN(nn.Module):
         logits, features = self.backbone(image)
         relation_map = rectified = embedding = None
         if with_dim and self.dim is not None:
-            relation_map = self.dim(features[:2])
+            relation_map = self.dim(features[: len(self.dim.feature_channels)])
             rectified = self.rectifier(logits, relation_map)
         if with_embedding and self.projection is not None:
             embedding = self.projection(features[2])

@@ -10,7 +10,8 @@ logits that the rectifier adds to the plain prediction. Per level ``l`` (coarse 
 4. spatial proximity maps ``A = S + DP(S) + DP(LN_N(S + DP(S)))`` (step 6);
 5. per-class relationship cue: aggregation of the ``K`` maps of each class (step 7, Table 6);
 
-and finally ``M = ReLU(ConvT2³(cue))`` at full resolution (step 8).
+and finally ``M = ReLU(ConvT2³(cue))`` at full resolution (step 8). With anisotropic backbone ``strides`` the
+level sizes and that transposed conv follow them (first strides ``(2, 2, 1)``: kernel and stride ``(2, 2, 1)``).
 
 Shapes for the LA patch 112×112×80, batch ``B``, ``C = 2`` classes, ``K = 16`` prototypes, ``F = 64``:
 
@@ -28,9 +29,10 @@ cue ``M(2)``           ``(B, C, 56, 56, 40)``
 ``M``                  ``(B, C, 112, 112, 80)``
 =====================  ======================================================
 
-For a 96³ patch the level sizes are 24³ and 48³. Token projection, attention, MLP, LayerNorms and drop-path
-are hand-written from ``torch.nn`` because MONAI has no prototype-query cross-attention block that exposes
-the pre-softmax similarities; drop-path is MONAI's ``DropPath``.
+For a 96³ patch the level sizes are 24³ and 48³; for a 32×32×8 patch under backbone strides
+``[[2, 2, 1], [2, 2, 1], ...]`` they are 8×8×8 and 16×16×8. Token projection, attention, MLP, LayerNorms and
+drop-path are hand-written from ``torch.nn`` because MONAI has no prototype-query cross-attention block that
+exposes the pre-softmax similarities; drop-path is MONAI's ``DropPath``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from monai.networks.layers import DropPath
 from torch import nn
+
+from .backbone import Strides, normalise_strides, size_divisor
 
 __all__ = [
     "AGGREGATIONS",
@@ -279,8 +283,9 @@ class DynamicInteractionModule(nn.Module):
     """Dynamic Interaction Module: learnable prototypes -> holistic relation map (METHOD.md §1.4, §3.3).
 
     See the module docstring for the steps and the shape table. Level ``l`` (0-based, coarse to fine) of
-    ``L = len(feature_channels)`` levels reads a tap at ``patch_size / 2**(L - l)``; with the default two
-    levels these are the 1/4 and 1/2 resolution decoder taps.
+    ``L = len(feature_channels)`` levels reads a tap at ``patch_size / prod(strides[:L - l])`` per axis, and the
+    final transposed conv up-samples the finest level by ``strides[0]``; with the default two levels and
+    strides these are the 1/4 and 1/2 resolution decoder taps.
 
     Class purity: with ``legacy_query_layout=False`` query row ``(c, k)`` is class ``c``'s ``k``-th prototype and
     every step is row-wise or per class, and the final transposed conv is grouped (``C -> C``, ``groups=C``), so in
@@ -291,8 +296,9 @@ class DynamicInteractionModule(nn.Module):
         num_classes: ``C >= 2``.
         num_prototypes: ``K >= 1`` prototypes per class.
         feature_channels: widths of the decoder taps, coarse to fine (``(64, 32)``). The prototypes have width
-            ``feature_channels[0]``.
-        patch_size: the training patch ``(H, W, D)``; each must be divisible by ``2**L``.
+            ``feature_channels[0]``. :class:`~crln_monai.networks.CRLN` reads them from the backbone.
+        patch_size: the training patch ``(H, W, D)``; each side must be divisible by the product of its axis'
+            ``strides`` (``2**L`` at the default).
         aggregation: Table 6 switch, one of :data:`AGGREGATIONS` (see :class:`ClassCueAggregation`).
         legacy_query_layout: A4. ``True`` reproduces the authors' reshape of ``(C, K)`` into ``(K, C)``: the query
             feeding class ``c``'s slot ``k`` is row ``k*C + c`` of ``prototypes.reshape(C*K, F)``, so class maps
@@ -306,6 +312,9 @@ class DynamicInteractionModule(nn.Module):
         mlp_ratio: MLP hidden width factor.
         prototype_init: A12. ``"zeros"`` (authors' code) or ``"normal"`` (std 0.02).
         upsample_mixes_classes: use a full ``C -> C`` final transposed conv as in the authors' code.
+        strides: the backbone's first ``L`` down-sampling factors, finest first (``strides[0]`` takes the full
+            resolution to the finest tap's), each an int or one int per axis (H, W, D), each 1 or 2; ``None``:
+            2 on every axis. :class:`~crln_monai.networks.CRLN` passes the backbone's.
 
     Raises:
         ValueError: for invalid sizes or unknown switch values.
@@ -325,6 +334,7 @@ class DynamicInteractionModule(nn.Module):
         mlp_ratio: float = 4.0,
         prototype_init: str = "zeros",
         upsample_mixes_classes: bool = False,
+        strides: Strides | None = None,
     ) -> None:
         super().__init__()
         feature_channels = tuple(int(c) for c in feature_channels)
@@ -336,10 +346,12 @@ class DynamicInteractionModule(nn.Module):
             raise ValueError(f"num_prototypes must be >= 1, got {num_prototypes}.")
         if num_levels < 1 or any(c < 1 for c in feature_channels):
             raise ValueError(f"feature_channels must be a non-empty sequence of positive ints, got {feature_channels}.")
-        factor = 2**num_levels
-        if len(patch_size) != 3 or any(p < 1 or p % factor for p in patch_size):
+        strides = normalise_strides(strides, num_levels, "DynamicInteractionModule")
+        divisor = size_divisor(strides)
+        if len(patch_size) != 3 or any(p < 1 or p % d for p, d in zip(patch_size, divisor)):
             raise ValueError(
-                f"patch_size must be three positive sizes divisible by {factor} (2**number of levels), got {patch_size}."
+                f"patch_size must be three positive sizes divisible by {divisor} per axis (the product of the "
+                f"strides of the {num_levels} levels), got {patch_size}."
             )
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}.")
@@ -359,7 +371,11 @@ class DynamicInteractionModule(nn.Module):
         self.aggregation = aggregation
         self.legacy_query_layout = legacy_query_layout
         self.levels = levels
-        self.level_sizes = tuple(tuple(p // 2 ** (num_levels - i) for p in patch_size) for i in range(num_levels))
+        self.strides = strides
+        self.level_sizes = tuple(
+            tuple(p // d for p, d in zip(patch_size, size_divisor(strides[: num_levels - i])))
+            for i in range(num_levels)
+        )
 
         self.prototypes = nn.Parameter(torch.zeros(num_classes, num_prototypes, feature_channels[0]))
         if prototype_init == "normal":
@@ -380,7 +396,7 @@ class DynamicInteractionModule(nn.Module):
             for i in range(num_levels)
         )
         self.upsample = nn.ConvTranspose3d(
-            num_classes, num_classes, 2, stride=2, groups=1 if upsample_mixes_classes else num_classes
+            num_classes, num_classes, strides[0], stride=strides[0], groups=1 if upsample_mixes_classes else num_classes
         )
         # Algorithm 1 initialises every convolution of θ Kaiming-normal. With PyTorch's default (uniform,
         # fan-in) init the relation map starts near zero and its loss barely moves for hundreds of iterations.
@@ -418,7 +434,7 @@ class DynamicInteractionModule(nn.Module):
         """
         Args:
             features: decoder taps, coarse to fine: ``(B, 64, H/4, W/4, D/4)`` and ``(B, 32, H/2, W/2, D/2)``
-                for the default widths and two levels.
+                for the default widths, strides and two levels (in general :attr:`level_sizes`).
 
         Returns:
             holistic relation map ``(B, C, H, W, D)``, non-negative.

@@ -190,14 +190,18 @@ class StrongAugment:
        covers every spatial axis (no full-depth box), it draws its centre over the whole axis, and it
        cannot return its mask (MONAI.md §10.1). Ours is a broadcast boolean mask.
     3. **Photometric** (image only): with prob ``brightness_prob`` per sample multiply by
-       ``U(brightness_range)`` and clip that sample to [0, 1]; with prob ``noise_prob`` per sample
+       ``U(brightness_range)`` and clip that sample to [0, 1] (``unit_range`` only); with prob ``noise_prob`` per sample
        add ``N(0, noise_std²)`` clipped to ``±noise_clip`` (the image itself is not clipped here).
     4. **Geometric**: with prob ``rotate_flip_prob`` per sample, ``rot90`` by ``k ∈ {0, 1, 2, 3}`` in
        (H, W) followed by a flip along H or W, as the authors' ``RandomRotFlip`` does (so the result
        is always one of the square's four reflections). If ``H != W`` only ``k ∈ {0, 2}`` is drawn,
        since a quarter turn would swap H and W. Done as one gather with per-sample index maps.
     5. **Renormalise**: per-sample, per-channel min–max of the image to [0, 1]; a constant volume
-       becomes 0.
+       becomes 0 (``unit_range`` only).
+
+    The clip and step 5 assume min–max normalised images in [0, 1] (the paper's pipelines). For z-scored or CT
+    images (``normalise="zscore"``/``"ct"``) ``unit_range=False`` scales without clipping and skips step 5,
+    so the student's strong view stays on the intensity scale the teacher and inference see.
 
     Random draws use ``generator`` when given (it must live on the image's device type) and are
     made in a fixed order whatever the outcome, so the same seed gives the same output. With every
@@ -212,6 +216,7 @@ class StrongAugment:
         noise_std: standard deviation of the noise. noise_clip: noise is clipped to ``±noise_clip``.
         rotate_flip: enable step 4. rotate_flip_prob: per-sample probability.
         renormalise: enable step 5.
+        unit_range: the images lie in [0, 1]; ``False`` turns off the brightness clip and step 5.
         ignore_index: pseudo-label value of voxels padded by step 1.
 
     Raises:
@@ -236,6 +241,7 @@ class StrongAugment:
         rotate_flip_prob: float = 0.5,
         renormalise: bool = True,
         ignore_index: int = -1,
+        unit_range: bool = True,
     ) -> None:
         self.rescale = bool(rescale)
         self.scale_range = _check_range("scale_range", scale_range, low=0.0)
@@ -254,7 +260,8 @@ class StrongAugment:
         self.noise_clip = float(noise_clip)
         self.rotate_flip = bool(rotate_flip)
         self.rotate_flip_prob = _check_prob("rotate_flip_prob", rotate_flip_prob)
-        self.renormalise = bool(renormalise)
+        self.unit_range = bool(unit_range)
+        self.renormalise = bool(renormalise) and self.unit_range
         self.ignore_index = int(ignore_index)
 
     @torch.no_grad()
@@ -300,7 +307,8 @@ class StrongAugment:
         if self.brightness:
             apply = _bernoulli(batch, self.brightness_prob, generator, device).view(batch, 1, 1, 1, 1)
             factor = _uniform(batch, *self.brightness_range, generator, device).to(out.dtype).view(batch, 1, 1, 1, 1)
-            out = torch.where(apply, (out * factor).clamp(0.0, 1.0), out)
+            scaled = out * factor
+            out = torch.where(apply, scaled.clamp(0.0, 1.0) if self.unit_range else scaled, out)
 
         if self.noise:
             apply = _bernoulli(batch, self.noise_prob, generator, device).view(batch, 1, 1, 1, 1)

@@ -73,6 +73,13 @@ def _import_nrrd() -> Any:
     return nrrd
 
 
+def _require_source_dir(source_dir: Path) -> None:
+    if not source_dir.exists():
+        raise FileNotFoundError(f"source_dir {source_dir} does not exist; expected the folder of LA case folders.")
+    if not source_dir.is_dir():
+        raise NotADirectoryError(f"source_dir {source_dir} is not a folder; expected the folder of LA case folders.")
+
+
 def _find_list(value: CaseList, source_dir: Path, file_name: str, default: Sequence[str], argument: str) -> list[str]:
     """A given list, else ``<source>/<file_name>`` or ``<source>/../<file_name>``, else the built-in UA-MT list."""
     if value is not None:
@@ -90,8 +97,9 @@ def _split(
 
     Raises:
         ValueError: a case in both lists, or an empty train list.
-        FileNotFoundError: a listed case folder or file is missing.
+        FileNotFoundError: ``source_dir``, a listed case folder or a file is missing.
     """
+    _require_source_dir(source_dir)
     train = _find_list(train_list, source_dir, "train.list", LA_TRAIN, "train_list")
     test = _find_list(test_list, source_dir, "test.list", LA_TEST, "test_list")
     both = sorted(set(train) & set(test))
@@ -383,6 +391,7 @@ def prepare_la(
             errors of :func:`prepare_la_from_h5` / :func:`prepare_la_from_nrrd`.
     """
     source = Path(source_dir)
+    _require_source_dir(source)
     if source_format == "auto":
         has_h5 = any(source.glob(f"*/{_H5_NAME}"))
         has_nrrd = any(source.glob(f"*/{_NRRD_IMAGE}"))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import nibabel as nib
+import numpy as np
 from tqdm.auto import tqdm
 
 from .nifti_io import is_complete_nifti_gz, nifti_gz_bytes, write_bytes_atomic, write_text_if_changed
@@ -72,6 +73,27 @@ def check_settings(out_dir: str | os.PathLike, converter: str, settings: Mapping
     write_text_if_changed(_dumps(record), path)
 
 
+def _require_finite(name: str, case: str, image: nib.Nifti1Image) -> None:
+    """Refuse to write an image with NaN / Inf voxels (it would train on NaN and predict background at inference).
+
+    Raises:
+        ValueError: ``<converter>: case '<id>': the image holds N NaN and M Inf voxels of K ...``.
+    """
+    values = np.asarray(image.dataobj)
+    slope, inter = image.header.get_slope_inter()
+    scaling = [v for v in (slope, inter) if v is not None]
+    if np.issubdtype(values.dtype, np.integer) and np.all(np.isfinite(scaling)):
+        return
+    finite = np.isfinite(values)
+    if finite.all() and np.all(np.isfinite(scaling)):
+        return
+    nan = int(np.isnan(values).sum())
+    raise ValueError(
+        f"{name}: case {case!r}: the image holds {nan} NaN and {values.size - int(finite.sum()) - nan} Inf voxels "
+        f"of {values.size} (scaling {scaling}); refusing to write it: expected finite intensities."
+    )
+
+
 def convert_cases(
     name: str,
     cases: Sequence[str],
@@ -89,7 +111,8 @@ def convert_cases(
         name: converter name for the progress bar and the summary.
         cases: case ids, in order.
         convert_one: ``case -> (image NIfTI, label NIfTI)``; raises ``ValueError``/``FileNotFoundError`` naming
-            the case and file on bad input.
+            the case and file on bad input. An image with NaN or Inf voxels is refused here, naming the case,
+            before anything of it is written.
         out_dir: output folder.
         overwrite: rewrite complete cases too.
         progress: show the tqdm bar.
@@ -110,6 +133,7 @@ def convert_cases(
             raise
         except Exception as e:  # a reader's own error type: add the case
             raise ValueError(f"{name}: case {case!r} failed: {type(e).__name__}: {e}") from e
+        _require_finite(name, case, image)
         image_bytes, label_bytes = nifti_gz_bytes(image), nifti_gz_bytes(label)
         write_bytes_atomic(image_bytes, image_path)
         write_bytes_atomic(label_bytes, label_path)

@@ -1,0 +1,510 @@
+"""Every trained run is a bundle: ``<bundle_root>/export/<name>/``, self-contained, in the model-zoo layout.
+
+The export holds
+
+- ``configs/inference.json``: the library's inference wiring (:data:`INFERENCE_TEMPLATE`, the same file as
+  ``bundles/la/configs/inference.json``) with the run's ``network_settings``, ``preprocessing_settings``, class
+  names and sliding-window values written in as literals, so ``python -m monai.bundle run inference
+  --bundle_root <export> --config_file <export>/configs/inference.json --input <folder> --output_dir <out>``
+  needs no other override; the network is built by ``crln_monai.networks.CRLN(**network_settings)`` and the
+  preprocessing by ``crln_monai.data.evaluation_transforms``, as in training;
+- ``configs/metadata.json`` (the MONAI bundle specification's keys, channels, classes, spacing, patch, results);
+- ``models/model.pt``: the teacher's plain state dict, without the training-only projection head;
+- ``docs/README.md``: a model card generated from the run; ``LICENSE``.
+
+MONAI's ``init_bundle`` writes a generic skeleton and ``ckpt_export`` a TorchScript file; neither fills a
+config with a run's resolved values, hence this module. Writes are atomic: the bundle is built in a temporary
+folder beside it and renamed into place, so a reader never sees half an export.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Mapping
+from importlib import metadata as package_metadata
+from pathlib import Path
+from typing import Any
+
+import monai
+import numpy as np
+import torch
+import torch.distributed as dist
+from ignite.engine import Engine, Events
+from torch import nn
+
+from .settings import cli_value, plain
+
+__all__ = ["INFERENCE_TEMPLATE", "BundleExporter", "export_bundle", "export_name", "inference_config"]
+
+logger = logging.getLogger(__name__)
+
+INFERENCE_TEMPLATE = Path(__file__).with_name("inference.json")
+"""The inference wiring shared by the shipped bundles (layered on their ``train.json``) and every export."""
+
+_SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json"
+_DEVICE = "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')"
+_IMPORTS = ["$import os", "$import crln_monai", "$import crln_monai.data", "$import crln_monai.networks"]
+_PACKAGES = ("crln-monai", "nibabel", "pytorch-ignite")  # what the exported inference imports beyond MONAI/torch
+_CODE_LICENCE = (
+    "The code that runs this bundle (crln-monai, MONAI, PyTorch) is licensed under the Apache License 2.0:\n"
+    "https://www.apache.org/licenses/LICENSE-2.0\n"
+)
+
+
+def export_name(dataset_dir: str | os.PathLike, datalist_file: str = "dataset.json") -> str:
+    """The export folder's name: the data set json's ``name`` made file-safe, else the data folder's name.
+
+    ``"ACDC: cine-MRI / 2017"`` → ``"ACDC_cine-MRI_2017"``; a json that is missing, unreadable or without a usable
+    ``name`` gives ``Path(dataset_dir).name`` (``"data"`` if even that is empty).
+    """
+    name = ""
+    try:
+        meta = json.loads((Path(dataset_dir) / datalist_file).read_text())
+        name = str(meta.get("name", "")) if isinstance(meta, Mapping) else ""
+    except (OSError, ValueError):
+        pass
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")
+    if not safe:
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(dataset_dir).resolve().name).strip("._-")
+    return safe or "data"
+
+
+def inference_config(
+    settings: Mapping[str, Any], inference: Mapping[str, Any], template: str | os.PathLike = INFERENCE_TEMPLATE
+) -> dict[str, Any]:
+    """The self-contained ``inference.json`` of an export.
+
+    Args:
+        settings: ``{"network": network_settings, "preprocessing": preprocessing_settings, "class_names": [...]}``
+            as resolved for the run; the network's projection head (training only) is left out.
+        inference: ``patch_size``, ``sw_stride``, ``sw_batch_size`` and ``amp_dtype`` of the run.
+        template: the inference wiring (top-level ``+imports`` and the inference-specific keys).
+
+    Returns:
+        the config: literal values first, then the template's keys, ``ckpt_path`` pointing at ``models/model.pt``.
+    """
+    wiring = json.loads(Path(template).read_text())
+    network = {**plain(settings["network"]), "use_projection": False}
+    values: dict[str, Any] = {
+        "imports": list(dict.fromkeys(_IMPORTS + list(wiring.pop("+imports", [])))),
+        "bundle_root": ".",
+        "device": _DEVICE,
+        "ckpt_dir": "$@bundle_root + '/models'",
+        "in_channels": network.get("in_channels", 1),
+        "num_classes": network.get("num_classes", len(settings["class_names"])),
+        "class_names": plain(settings["class_names"]),
+        **{key: plain(inference[key]) for key in ("patch_size", "sw_stride", "sw_batch_size", "amp_dtype")},
+        "network_settings": network,
+        "preprocessing_settings": plain(settings["preprocessing"]),
+        "settings": {
+            "network": "@network_settings", "preprocessing": "@preprocessing_settings", "class_names": "@class_names",
+        },  # fmt: skip
+    }
+    config = {**values, **wiring}
+    config["ckpt_path"] = "$@ckpt_dir + '/model.pt'"
+    # a property MONAI's infer workflow requires: the default input folder (``--input`` may name files instead)
+    config["dataset_dir"] = "$@bundle_root + '/inputs'"
+    return config
+
+
+def _channel_names(dataset: Mapping[str, Any], in_channels: int) -> dict[str, str]:
+    names = dataset.get("channel_names") or dataset.get("modality") or {}
+    if not isinstance(names, Mapping):
+        names = {}
+    return {str(i): str(names.get(str(i), "image" if in_channels == 1 else f"channel {i}")) for i in range(in_channels)}
+
+
+def _modality(channels: Mapping[str, str]) -> tuple[str, str]:
+    """(modality, network_data_format format) from the json's channel names: CT → hounsfield, else magnitude."""
+    first = next(iter(channels.values()), "").upper()
+    if "CT" in first:
+        return "CT", "hounsfield"
+    if any(tag in first for tag in ("MR", "T1", "T2", "FLAIR", "ADC", "DWI", "LGE", "CINE")):
+        return "MR", "magnitude"
+    return first or "unknown", "magnitude"
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for package in _PACKAGES:
+        try:
+            versions[package] = package_metadata.version(package)
+        except package_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _metadata(
+    name: str,
+    settings: Mapping[str, Any],
+    inference: Mapping[str, Any],
+    dataset: Mapping[str, Any],
+    source: Mapping[str, Any] | None,
+    results: Mapping[str, Any],
+) -> dict[str, Any]:
+    source = dict(source or {})
+    network, preprocessing = settings["network"], settings["preprocessing"]
+    class_names = list(settings["class_names"])
+    in_channels = int(network.get("in_channels", 1))
+    channels = _channel_names(dataset, in_channels)
+    modality, image_format = _modality(channels)
+    patch = [int(p) for p in inference["patch_size"]]
+    value_range = [0, 1] if preprocessing.get("normalise", "minmax") == "minmax" else []
+    version = str(source.get("version", "0.1.0"))
+    today = datetime.date.today().isoformat()
+    eval_metrics = {
+        f"{split}_{metric}": value
+        for split, values in results.items()
+        for metric, value in values.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and metric not in ("epoch", "iteration")
+    }
+    return {
+        "schema": source.get("schema", _SCHEMA_URL),
+        "version": version,
+        "changelog": {version: f"exported from a crln-monai training run on {today}"},
+        "monai_version": monai.__version__,
+        "pytorch_version": torch.__version__.split("+")[0],
+        "numpy_version": np.__version__,
+        "required_packages_version": _versions(),
+        "name": f"{name} CRLN segmentation",
+        "task": f"Semi-supervised 3D segmentation of {', '.join(class_names[1:])} from {modality} ({name})",
+        "description": (
+            f"CRLN ({network.get('backbone', 'vnet')} backbone) trained with crln-monai on {name}; "
+            f"{len(class_names)} classes ({', '.join(class_names)})."
+        ),
+        "authors": source.get("authors", "crln-monai user"),
+        "copyright": source.get("copyright", "Copyright (c) the authors of this training run"),
+        "intended_use": source.get("intended_use", "Research only, not for clinical diagnosis"),
+        "data_source": str(dataset.get("description") or dataset.get("name") or name),
+        "data_type": "nifti",
+        "image_classes": f"{in_channels}-channel {modality} ({', '.join(channels.values())}), preprocessed as in "
+        "training",
+        "label_classes": ", ".join(f"{i} {n}" for i, n in enumerate(class_names)),
+        "pred_classes": ", ".join(f"{i} {n}" for i, n in enumerate(class_names)),
+        "eval_metrics": eval_metrics,
+        "results": plain(results),
+        "references": list(source.get("references", [])),
+        "patch_size": patch,
+        "sw_stride": [int(s) for s in inference["sw_stride"]],
+        "orientation": preprocessing.get("orientation"),
+        "spacing": preprocessing.get("target_spacing"),
+        "normalise": preprocessing.get("normalise"),
+        "class_names": class_names,
+        "network_data_format": {
+            "inputs": {
+                "image": {
+                    "type": "image", "format": image_format, "modality": modality, "num_channels": in_channels,
+                    "spatial_shape": patch, "dtype": "float32", "value_range": value_range, "is_patch_data": True,
+                    "channel_def": channels,
+                }
+            },
+            "outputs": {
+                "pred": {
+                    "type": "image", "format": "segmentation", "num_channels": len(class_names), "spatial_shape": patch,
+                    "dtype": "float32", "value_range": [], "is_patch_data": True,
+                    "channel_def": {str(i): n for i, n in enumerate(class_names)},
+                }
+            },
+        },
+    }  # fmt: skip
+
+
+def _table(rows: Mapping[str, Any]) -> str:
+    lines = ["| setting | value |", "|---|---|"]
+    lines += [f"| `{k}` | `{cli_value(v, quote=False)}` |" for k, v in rows.items()]
+    return "\n".join(lines)
+
+
+def _model_card(
+    name: str,
+    settings: Mapping[str, Any],
+    inference: Mapping[str, Any],
+    dataset: Mapping[str, Any],
+    datalist_file: str,
+    counts: Mapping[str, int],
+    training: Mapping[str, Any],
+    results: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    model_description: str,
+) -> str:
+    class_names = list(settings["class_names"])
+    classes = ", ".join(f"{i} {n}" for i, n in enumerate(class_names))
+    version = meta["required_packages_version"].get("crln-monai", "?")
+    patch, stride = (cli_value(list(inference[k]), quote=False) for k in ("patch_size", "sw_stride"))
+    network = {k: v for k, v in settings["network"].items() if k != "use_projection"}
+    data_lines = [
+        f"- data set: **{dataset.get('name', name)}** (`{datalist_file}`); {meta['image_classes']}",
+        f"- classes: {meta['label_classes']}",
+    ]
+    if counts:
+        data_lines.append("- cases: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    if results:
+        result_lines = []
+        for split, values in results.items():
+            shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+            result_lines.append(f"- {split}: {shown}")
+        result_text = "\n".join(result_lines)
+    else:
+        result_text = "No validation split was used and no test evaluation was run: no results recorded."
+    training_text = _table(training) if training else "(not recorded)"
+    return f"""# {meta['name']}
+
+{meta['changelog'][meta['version']].capitalize()} (crln-monai {version}):
+{model_description}. Everything needed to segment new images is in this folder: the network and preprocessing
+settings of the run are written into `configs/inference.json`.
+
+**Intended use:** {meta['intended_use']}.
+
+## Data
+
+{chr(10).join(data_lines)}
+
+## Settings of the run (the plan)
+
+Network (`crln_monai.networks.CRLN`):
+
+{_table(network)}
+
+Preprocessing (`crln_monai.data.evaluation_transforms`, the same as in training):
+
+{_table(settings['preprocessing'])}
+
+Sliding window: patch `{patch}`, stride `{stride}`, {inference['sw_batch_size']} windows per batch, softmax averaged.
+
+Training:
+
+{training_text}
+
+## Results
+
+{result_text}
+
+## Use
+
+```bash
+pip install -e <crln-monai checkout>   # the library that builds the network and the preprocessing
+python -m monai.bundle run inference --bundle_root <this folder> \\
+    --config_file <this folder>/configs/inference.json --input <NIfTI folder or file> --output_dir <out>
+```
+
+Each input `<case>.nii.gz` gives `<out>/<case>_seg.nii.gz`: a uint8 label map ({classes}) with the input's
+shape and affine. Options: `--device "\\$torch.device('cpu')"`, `--sw_batch_size 8`,
+`--amp_dtype bfloat16` (GPU). `models/model.pt` is a plain state dict of `CRLN(**network_settings)`; MONAI's
+`ckpt_export network_def` and `verify_net_in_out network_def` work on this config.
+
+## Files
+
+`configs/inference.json`, `configs/metadata.json`, `models/model.pt`, `docs/README.md`, `LICENSE`.
+"""
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def export_bundle(
+    export_dir: str | os.PathLike,
+    name: str,
+    state_dict: Mapping[str, torch.Tensor],
+    settings: Mapping[str, Any],
+    inference: Mapping[str, Any],
+    dataset: Mapping[str, Any] | None = None,
+    datalist_file: str = "dataset.json",
+    counts: Mapping[str, int] | None = None,
+    training: Mapping[str, Any] | None = None,
+    results: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    license_text: str | None = None,
+    model_description: str = "the teacher of the run",
+) -> Path:
+    """Write ``<export_dir>/<name>/`` atomically and return it.
+
+    Args:
+        export_dir: the folder of exports (``<bundle_root>/export``).
+        name: the export's folder name (:func:`export_name`).
+        state_dict: the teacher's state dict; ``projection.*`` entries (CPS's training-only head) are dropped.
+        settings: ``{"network", "preprocessing", "class_names"}`` of the run (the bundle key ``settings``).
+        inference: ``patch_size``, ``sw_stride``, ``sw_batch_size``, ``amp_dtype``.
+        dataset: the data set json (name, description, modality / channel_names), for metadata and card.
+        datalist_file: its file name, for the card.
+        counts: cases per split (``{"labelled": 8, ...}``), for the card.
+        training: run values shown in the card (epochs, iterations, learning rate, ...).
+        results: ``{"validation": {"mean_dice": 0.9, "epoch": 5}, "test": {...}}``.
+        metadata: the source bundle's ``metadata.json`` (authors, copyright, references, task are kept).
+        license_text: the ``LICENSE`` text; ``None`` writes the code licence and the data terms note.
+        model_description: which weights these are, for the card ("the best teacher on the validation split ...").
+    """
+    export_dir = Path(export_dir)
+    export_dir.mkdir(parents=True, exist_ok=True)
+    target = export_dir / name
+    for stale in export_dir.glob(f".{name}.*-*"):  # left by an export killed half-way
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = export_dir / f".{name}.tmp-{secrets.token_hex(4)}"
+    dataset = dict(dataset or {})
+    results = dict(results or {})
+    try:
+        for sub in ("configs", "models", "docs"):
+            (tmp / sub).mkdir(parents=True)
+        model = {k: v.detach().cpu() for k, v in state_dict.items() if not k.startswith("projection.")}
+        torch.save(model, tmp / "models" / "model.pt")
+        _write_json(tmp / "configs" / "inference.json", inference_config(settings, inference))
+        meta = _metadata(name, settings, inference, dataset, metadata, results)
+        _write_json(tmp / "configs" / "metadata.json", meta)
+        card = _model_card(
+            name, settings, inference, dataset, datalist_file, dict(counts or {}), dict(training or {}), results, meta,
+            model_description,
+        )  # fmt: skip
+        (tmp / "docs" / "README.md").write_text(card)
+        if license_text is None:
+            terms = dataset.get("licence") or dataset.get("license")
+            license_text = _CODE_LICENCE + (
+                f"\nModel weights: trained on {dataset.get('name', name)}, whose terms are: {terms}\n"
+                if terms
+                else "\nModel weights inherit the terms of the data they were trained on.\n"
+            )
+        (tmp / "LICENSE").write_text(license_text)
+        old = export_dir / f".{name}.old-{secrets.token_hex(4)}"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info(f"exported the trained model as a bundle: {target}")
+    return target
+
+
+class BundleExporter:
+    """Ignite handler: export the run as a bundle when training ends and whenever a new best model is kept.
+
+    With a ``validator`` the export holds the best model (the one ``best_checkpoint`` holds, re-read when training
+    ends so a resumed run exports its best too) and its validation score; without one, the final teacher.
+
+    Args:
+        export_dir: the folder of exports (``<bundle_root>/export``); the bundle goes to ``export_dir/<name>``.
+        network: the teacher.
+        settings: the bundle's ``settings`` (``{"network", "preprocessing", "class_names"}``).
+        inference: ``patch_size``, ``sw_stride``, ``sw_batch_size``, ``amp_dtype``.
+        dataset_dir: the data set folder (its json gives the name, modality and description).
+        datalist_file: the data set json's file name in ``dataset_dir``.
+        datalist: the run's datalist (``{"labelled": [...], ...}``); only the counts are used.
+        training: run values for the model card.
+        metadata: the source bundle's metadata (``@_meta_``).
+        license_file: the bundle's ``LICENSE``, copied when it exists.
+        validator: the validation evaluator, or ``None`` when the run has no validation split.
+        best_checkpoint: the best checkpoint's path (``models/model.pt``).
+        name: the export's folder name; default :func:`export_name`.
+        save_rank: under ``torch.distributed``, the only rank that writes.
+    """
+
+    def __init__(
+        self,
+        export_dir: str | os.PathLike,
+        network: nn.Module,
+        settings: Mapping[str, Any],
+        inference: Mapping[str, Any],
+        dataset_dir: str | os.PathLike,
+        datalist_file: str = "dataset.json",
+        datalist: Mapping[str, Any] | None = None,
+        training: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        license_file: str | os.PathLike | None = None,
+        validator: Engine | None = None,
+        best_checkpoint: str | os.PathLike | None = None,
+        name: str | None = None,
+        save_rank: int = 0,
+    ) -> None:
+        self.export_dir = Path(export_dir)
+        self.network = network
+        self.settings = plain(settings)
+        self.inference = plain(inference)
+        self.datalist_file = datalist_file
+        self.name = name or export_name(dataset_dir, datalist_file)
+        try:
+            dataset = json.loads((Path(dataset_dir) / datalist_file).read_text())
+        except (OSError, ValueError):
+            dataset = {}
+        if not isinstance(dataset, Mapping):
+            dataset = {}
+        self.dataset = {k: v for k, v in dataset.items() if isinstance(v, (str, Mapping))}  # name, labels, modality
+        self.counts = {k: len(v) for k, v in (datalist or {}).items() if isinstance(v, (list, tuple))}
+        self.training = plain(dict(training or {}))
+        self.metadata = copy.deepcopy(dict(metadata)) if metadata else None
+        self.license_file = Path(license_file) if license_file else None
+        self.validator = validator
+        self.best_checkpoint = Path(best_checkpoint) if best_checkpoint else None
+        self.save_rank = save_rank
+        self.trainer: Engine | None = None
+        self.path = self.export_dir / self.name
+
+    def attach(self, engine: Engine) -> None:
+        """Attach to the trainer (``COMPLETED``) and, with a validator, to its ``EPOCH_COMPLETED``."""
+        self.trainer = engine
+        engine.add_event_handler(Events.COMPLETED, self.on_completed)
+        if self.validator is not None:
+            self.validator.add_event_handler(Events.EPOCH_COMPLETED, self.on_validation)
+
+    def _is_writer(self) -> bool:
+        return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != self.save_rank)
+
+    def _best_results(self) -> dict[str, Any]:
+        state = getattr(self.validator, "state", None)
+        if state is None or getattr(state, "best_metric_epoch", -1) in (-1, None):
+            return {}
+        metric = getattr(state, "key_metric_name", None) or "key_metric"
+        return {"validation": {metric: float(state.best_metric), "epoch": int(state.best_metric_epoch)}}
+
+    def _training_values(self) -> dict[str, Any]:
+        values = dict(self.training)
+        if self.trainer is not None:
+            values["iterations_trained"] = int(self.trainer.state.iteration)
+        return values
+
+    @staticmethod
+    def _best_description(results: Mapping[str, Any]) -> str:
+        (metric, value), epoch = next(iter(results["validation"].items())), results["validation"]["epoch"]
+        return f"the best teacher on the validation split ({metric} {value:.4f} at epoch {epoch})"
+
+    def on_validation(self, validator: Engine) -> None:
+        """Export the teacher when this validation kept a new best (as the best checkpoint saver does)."""
+        if getattr(validator.state, "best_metric_epoch", -1) == validator.state.epoch:
+            results = self._best_results()
+            self.export(self.network.state_dict(), results, self._best_description(results))
+
+    def on_completed(self, engine: Engine) -> None:
+        """Export the best model if validation kept one, else the final teacher."""
+        if not self._is_writer():
+            return
+        results = self._best_results()
+        if results and self.best_checkpoint is not None and self.best_checkpoint.is_file():
+            from ..handlers.checked_loader import read_checkpoint
+
+            best = read_checkpoint(self.best_checkpoint, map_location="cpu")
+            self.export(best.get("model", best), results, self._best_description(results))
+        else:
+            final = f"the final teacher after {engine.state.iteration} iterations"
+            self.export(self.network.state_dict(), results, final)
+
+    def export(
+        self, state_dict: Mapping[str, torch.Tensor], results: Mapping[str, Any] | None = None, description: str = ""
+    ) -> Path | None:
+        """Write the bundle; returns its folder, or ``None`` on a rank other than ``save_rank``."""
+        if not self._is_writer():
+            return None
+        license_text = None
+        if self.license_file is not None and self.license_file.is_file():
+            license_text = self.license_file.read_text()
+        return export_bundle(
+            self.export_dir, self.name, state_dict, self.settings, self.inference, dataset=self.dataset,
+            datalist_file=self.datalist_file, counts=self.counts, training=self._training_values(),
+            results=results, metadata=self.metadata, license_text=license_text,
+            model_description=description or "the teacher of the run",
+        )  # fmt: skip

@@ -1,0 +1,354 @@
+"""Check a data set's files before any work: readable, complete, 3-D, the right channels, matching labels.
+
+:func:`check_cases` runs at the start of training, evaluation and inference (bundle run lists) so that a broken
+file is named with a one-line message before the first cached case, iteration or prediction — instead of an
+``EOFError`` without a file name half-way through caching, or a wrong channel count that fails only when the
+case is drawn.
+
+What it reads, per file:
+
+* **the NIfTI header** (nibabel, the first ~350 bytes) for the shape and the affine;
+* **the gzip trailer** of a ``.nii.gz`` (its last 4 bytes: the uncompressed size modulo 2**32) against the size
+  the header announces, so a truncated file is found without decompressing it; only when the two disagree is the
+  stream decompressed once (a multi-member gzip, or to confirm the truncation);
+* **label voxels**: label maps are read in full (uint8, small) to check their values against the classes;
+* **image voxels** only with ``check_finite=True`` (NaN / Inf): that decompresses every image once, about the cost
+  of loading it, so it is meant where that is cheap against the work that follows (evaluation and inference run
+  a sliding-window prediction per case) or where the loading pipeline would not see every case up front
+  (training with ``cache_rate < 1``; with ``cache_rate == 1`` the pipeline's
+  :class:`~crln_monai.data.transforms.CheckFinited` refuses such a case while it caches it, before iteration 1).
+
+Files that are not NIfTI (``.nrrd``, ``.mha``, ``.npy``, ...) are read with MONAI's ``LoadImage`` (voxels
+included: those formats have no cheap header path here); their geometry comes from MONAI's meta data.
+
+MONAI has no such pre-flight check (its readers fail at load time, inside a worker or a cache thread);
+nnU-Net's ``verify_dataset_integrity`` is the model for the list of checks.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import struct
+import time
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
+
+__all__ = ["check_cases"]
+
+logger = logging.getLogger(__name__)
+
+_NIFTI_ENDINGS = (".nii.gz", ".nii")
+_READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, zlib.error, struct.error, ValueError)
+_CHUNK = 1 << 22
+
+
+@dataclass(frozen=True)
+class _Volume:
+    """What the checks need of one file: its shape, affine and, when it was read, its voxels."""
+
+    path: str
+    shape: tuple[int, ...]
+    affine: np.ndarray
+    image: Any = None  # the nibabel image (NIfTI), for a later voxel read
+    data: np.ndarray | None = None  # voxels already in memory (non-NIfTI files)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"{type(error).__name__}: {text}"
+
+
+def _unreadable(path: str, what: str, error: BaseException) -> ValueError:
+    return ValueError(f"{what} {path} cannot be read ({_one_line(error)}); expected a complete, valid image file.")
+
+
+def _expected_nifti_bytes(image: Any) -> int:
+    """Bytes of a single-file NIfTI: the data offset nibabel reads from (``vox_offset``, 352 when it is 0) + data."""
+    proxy = image.dataobj
+    return int(proxy.offset) + int(np.prod(proxy.shape)) * np.dtype(proxy.dtype).itemsize
+
+
+def _stream_size(path: str) -> int:
+    """Uncompressed size of a gzip file, decompressing it once (raises on a truncated or corrupt stream)."""
+    size = 0
+    with gzip.open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            size += len(chunk)
+    return size
+
+
+def _check_complete(path: str, image: Any, what: str) -> None:
+    """Refuse a NIfTI file shorter than its header announces (truncated download or copy)."""
+    expected = _expected_nifti_bytes(image)
+    if path.endswith(".gz"):
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < 18:
+                raise ValueError(f"{what} {path} is truncated ({f.tell()} bytes); expected a complete .nii.gz file.")
+            f.seek(-4, os.SEEK_END)
+            trailer = struct.unpack("<I", f.read(4))[0]
+        if trailer == expected % (1 << 32):
+            return
+        try:
+            size = _stream_size(path)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(
+                f"{what} {path} is truncated or corrupt ({_one_line(e)}); expected a complete .nii.gz file."
+            ) from None
+    else:
+        size = os.path.getsize(path)
+    if size < expected:
+        raise ValueError(
+            f"{what} {path} is truncated: {size} bytes of NIfTI data where its header announces {expected}."
+        )
+
+
+def _read_volume(path: str, what: str) -> _Volume:
+    """Header (NIfTI) or whole file (other formats) of ``path``; every read failure becomes one line naming it."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} {path} not found.")
+    if path.endswith(_NIFTI_ENDINGS):
+        try:
+            image = nib.load(path)
+            shape = tuple(int(s) for s in image.shape)
+            affine = np.asarray(image.affine, dtype=np.float64)
+        except _READ_ERRORS as e:
+            raise _unreadable(path, what, e) from None
+        _check_complete(path, image, what)
+        return _Volume(path, shape, affine, image=image)
+    from monai.transforms import LoadImage  # noqa: PLC0415 - only for the rarer formats
+
+    try:
+        data, meta = LoadImage(image_only=False)(path)
+    except Exception as e:  # MONAI wraps each reader's own error types
+        raise _unreadable(path, what, e) from None
+    array = np.asarray(data)
+    affine = np.asarray(meta.get("affine", np.eye(4)), dtype=np.float64)
+    return _Volume(path, tuple(int(s) for s in array.shape), affine, data=array)
+
+
+def _voxels(volume: _Volume, what: str, scaled: bool = True) -> np.ndarray:
+    if volume.data is not None:
+        return volume.data
+    try:
+        if scaled:
+            return np.asanyarray(volume.image.dataobj)
+        return np.asanyarray(volume.image.dataobj.get_unscaled())
+    except _READ_ERRORS as e:
+        raise ValueError(f"{what} {volume.path}: voxel data cannot be read ({_one_line(e)}).") from None
+
+
+def _check_geometry(volume: _Volume, what: str) -> None:
+    if any(s == 0 for s in volume.shape):
+        raise ValueError(f"{what} {volume.path} is empty (shape {volume.shape}); expected a 3-D volume.")
+    linear = volume.affine[:3, :3]
+    if not np.all(np.isfinite(volume.affine)) or abs(float(np.linalg.det(linear))) < 1e-12:
+        raise ValueError(
+            f"{what} {volume.path} has a degenerate affine {volume.affine[:3].round(4).tolist()}; expected finite, "
+            "non-zero voxel sizes."
+        )
+
+
+def _image_channels(volume: _Volume, what: str) -> int:
+    """Channels one image file contributes: 1 for ``(H, W, D)``, ``C`` for ``(H, W, D, C)`` (NIfTI channel-last)."""
+    shape = volume.shape
+    if len(shape) < 3:
+        raise ValueError(
+            f"{what} {volume.path} is {len(shape)}-D (shape {shape}); expected a 3-D volume (H, W, D), or 4-D "
+            "(H, W, D, C) with the channels on the 4th axis."
+        )
+    if len(shape) > 4:
+        raise ValueError(
+            f"{what} {volume.path} is {len(shape)}-D (shape {shape}); expected a 3-D volume, or 4-D (H, W, D, C) "
+            "with the channels on the 4th axis."
+        )
+    return 1 if len(shape) == 3 else shape[3]
+
+
+def _check_finite(volume: _Volume, what: str) -> None:
+    if volume.data is None:
+        header = volume.image.header
+        slope, inter = header.get_slope_inter()
+        for name, value in (("scl_slope", slope), ("scl_inter", inter)):
+            if value is not None and not np.isfinite(value):
+                raise ValueError(f"{what} {volume.path}: header {name} is {value}; expected a finite scaling.")
+        raw = _voxels(volume, what, scaled=False)  # integers are finite: reading them still proves the stream
+    else:
+        raw = volume.data
+    if not np.issubdtype(raw.dtype, np.floating) and not np.issubdtype(raw.dtype, np.complexfloating):
+        return
+    finite = np.isfinite(raw)
+    if finite.all():
+        return
+    nan = int(np.isnan(raw).sum())
+    first = tuple(int(i) for i in np.argwhere(~finite)[0])
+    raise ValueError(
+        f"{what} {volume.path}: {nan} NaN and {raw.size - int(finite.sum()) - nan} Inf voxels of {raw.size} "
+        f"(first at voxel {first}); expected finite intensities."
+    )
+
+
+def _check_label_values(volume: _Volume, what: str, num_classes: int) -> None:
+    values = _voxels(volume, what)
+    if values.size == 0:
+        return
+    low, high = values.min(), values.max()
+    integral = np.issubdtype(values.dtype, np.integer) or bool(np.all(values == np.round(values)))
+    if integral and 0 <= low and high < num_classes:
+        return
+    unique = np.unique(values)
+    bad = unique[~((unique >= 0) & (unique < num_classes) & (unique == np.round(unique)))]
+    raise ValueError(
+        f"{what} {volume.path} holds values {bad[:10].tolist()} that are not class indices; expected integers in "
+        f"0..{num_classes - 1} (num_classes={num_classes})."
+    )
+
+
+def _same_geometry(a: _Volume, b: _Volume, atol: float) -> bool:
+    return a.shape[:3] == b.shape[:3] and bool(np.allclose(a.affine, b.affine, rtol=0.0, atol=atol))
+
+
+def _geometry_mismatch(what: str, volume: _Volume, reference: _Volume, reference_what: str, atol: float) -> str:
+    if volume.shape[:3] != reference.shape[:3]:
+        return (
+            f"{what} {volume.path} has spatial shape {volume.shape[:3]}, {reference_what} {reference.path} has "
+            f"{reference.shape[:3]}; expected the same voxel grid."
+        )
+    difference = float(np.abs(volume.affine - reference.affine).max())
+    return (
+        f"{what} {volume.path} and {reference_what} {reference.path} have different affines (largest difference "
+        f"{difference:.4g} > {atol:g}); expected the same voxel grid."
+    )
+
+
+def _as_item(item: Any, image_key: str) -> Mapping[str, Any]:
+    if isinstance(item, (str, os.PathLike)):
+        return {image_key: os.fspath(item)}
+    if not isinstance(item, Mapping) or image_key not in item:
+        raise ValueError(f"data check: expected a file path or a dict with an {image_key!r} key, got {item!r:.200}.")
+    return item
+
+
+def _paths(value: Any, what: str) -> list[str]:
+    if isinstance(value, (str, os.PathLike)):
+        return [os.fspath(value)]
+    if isinstance(value, Sequence) and value and all(isinstance(v, (str, os.PathLike)) for v in value):
+        return [os.fspath(v) for v in value]
+    raise ValueError(f"{what}: expected a file path or a non-empty list of channel files, got {value!r:.200}.")
+
+
+def _check_item(
+    item: Mapping[str, Any],
+    in_channels: int | None,
+    num_classes: int | None,
+    image_key: str,
+    label_key: str,
+    check_finite: bool,
+    affine_atol: float,
+) -> int:
+    """Check one case; returns the number of files read."""
+    case = item.get("case")
+    suffix = f" (case {case!r})" if case is not None else ""
+    image_what, label_what = f"image{suffix}", f"label{suffix}"
+    paths = _paths(item[image_key], image_what)
+    volumes = []
+    channels = 0
+    for path in paths:
+        volume = _read_volume(path, image_what)
+        _check_geometry(volume, image_what)
+        channels += _image_channels(volume, image_what)
+        if volumes and not _same_geometry(volume, volumes[0], affine_atol):
+            raise ValueError(_geometry_mismatch(image_what, volume, volumes[0], "first channel file", affine_atol))
+        volumes.append(volume)
+    if in_channels is not None and channels != in_channels:
+        files = f"{len(paths)} channel files ({', '.join(paths)})" if len(paths) > 1 else f"{paths[0]}"
+        shape = "" if len(paths) > 1 else f" (shape {volumes[0].shape})"
+        raise ValueError(
+            f"{image_what} {files}{shape} has {channels} channel(s); expected in_channels={in_channels} (a 4-D "
+            "image's 4th axis is read as channels)."
+        )
+    if check_finite:
+        for volume in volumes:
+            _check_finite(volume, image_what)
+    label = item.get(label_key)
+    if label is None:
+        return len(paths)
+    if not isinstance(label, (str, os.PathLike)):
+        raise ValueError(f"{label_what}: expected one label file path, got {label!r:.200}.")
+    label_path = os.fspath(label)
+    volume = _read_volume(label_path, label_what)
+    _check_geometry(volume, label_what)
+    if not (len(volume.shape) == 3 or (len(volume.shape) == 4 and volume.shape[3] == 1)):
+        raise ValueError(
+            f"{label_what} {label_path} has shape {volume.shape}; expected a 3-D label map (H, W, D) of class indices."
+        )
+    if not _same_geometry(volume, volumes[0], affine_atol):
+        raise ValueError(_geometry_mismatch(label_what, volume, volumes[0], "image", affine_atol))
+    if num_classes is not None:
+        _check_label_values(volume, label_what, num_classes)
+    return len(paths) + 1
+
+
+def check_cases(
+    items: Iterable[Mapping[str, Any] | str | os.PathLike],
+    in_channels: int | None,
+    num_classes: int | None = None,
+    *,
+    check_finite: bool = False,
+    image_key: str = "image",
+    label_key: str = "label",
+    affine_atol: float = 1e-3,
+) -> list:
+    """Check every case's files before any work; refuse the first bad one with a one-line message naming it.
+
+    Per case: every image file (one path, or a list of channel files) exists, is a readable, complete file
+    (truncated ``.nii.gz`` found from the gzip trailer, see the module docstring), is 3-D ``(H, W, D)`` or 4-D
+    ``(H, W, D, C)`` with the channels on the 4th axis, has a finite non-degenerate affine, and the channels add
+    up to ``in_channels``; channel files share one voxel grid. A label (when the item has one) is a readable 3-D
+    map on the image's grid (same spatial shape; affine equal within ``affine_atol`` mm) holding integers in
+    ``[0, num_classes)``.
+
+    Cost: headers only (milliseconds per file) except the label voxels (read in full: one decompression of each
+    label map) and, with ``check_finite``, the image voxels (one decompression of each image, about the cost of
+    loading it). Memory: one volume at a time.
+
+    Args:
+        items: datalist items ``{"image": path | [paths], "label": path (optional), "case": id (optional)}``, or
+            plain image paths (inference inputs).
+        in_channels: expected image channels; ``None`` skips the count.
+        num_classes: label values must lie in ``[0, num_classes)``; ``None`` skips the values (labels are still
+            checked for shape and affine).
+        check_finite: also read every image's voxels and refuse NaN / Inf.
+        image_key: key of the image path(s) in an item.
+        label_key: key of the label path in an item.
+        affine_atol: largest allowed difference between the image's and the label's affine entries (mm).
+
+    Returns:
+        ``items`` as a list (unchanged), so the check can wrap a list where it is used.
+
+    Raises:
+        FileNotFoundError: a listed file does not exist.
+        ValueError: an unreadable, truncated or corrupt file; a 2-D (or 5-D) image; a wrong channel count;
+            label/image shape or affine mismatch; label values outside the classes; NaN/Inf voxels
+            (``check_finite``). The message names the file (and the case) and what was expected.
+    """
+    start = time.perf_counter()
+    items = list(items)
+    files = 0
+    for item in items:
+        files += _check_item(
+            _as_item(item, image_key), in_channels, num_classes, image_key, label_key, bool(check_finite), affine_atol
+        )
+    finite = ", voxels finite" if check_finite else ""
+    seconds = time.perf_counter() - start
+    logger.info(f"data check: {len(items)} case(s), {files} file(s) passed{finite} in {seconds:.1f} s")
+    return items

@@ -1,0 +1,336 @@
+"""The dataset plan: survey the data set, apply the rules, return the bundle override and the table of reasons.
+
+:func:`plan_dataset` returns a :class:`Plan` whose ``overrides`` are top-level keys of the bundle's ``train.json``
+(names fixed in the project's conventions), ready to be written as an override file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crln_monai.data import semi_supervised_datalist
+
+from . import rules
+from .survey import (
+    CaseHeader,
+    LabelSummary,
+    PlanError,
+    count_label_entries,
+    foreground_intensities,
+    read_case_header,
+    read_dataset_json,
+    read_label,
+)
+
+__all__ = ["Plan", "format_table", "plan_dataset"]
+
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass
+class Plan:
+    """A dataset plan.
+
+    Attributes:
+        overrides: bundle override, top-level ``train.json`` keys → values (JSON-serialisable).
+        rows: ``(key, value shown, why)`` per choice, in print order.
+        summary: lines describing the data set.
+        warnings: plain-language warnings (budget, memory, absent classes).
+    """
+
+    overrides: dict[str, Any]
+    rows: list[tuple[str, str, str]] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def choose(self, key: str, value: Any, why: str) -> None:
+        self.overrides[key] = value
+        self.rows.append((key, _show(value), why))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return json.dumps(value, separators=(",", ":")) if not isinstance(value, str) else value
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _datalist(root: Path, datalist_file: str, **kwargs: Any) -> dict[str, list[dict]]:
+    try:
+        return semi_supervised_datalist(root, datalist_file=datalist_file, **kwargs)
+    except ValueError as e:
+        raise PlanError(str(e)) from e
+
+
+def _memory_budget(device: str, memory_gib: float | None) -> tuple[float, str]:
+    if memory_gib is not None:
+        if not memory_gib > 0:
+            raise PlanError(f"--memory_gib must be > 0, got {memory_gib!r}.")
+        return float(memory_gib), "--memory_gib"
+    if device == "cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            return props.total_memory / 2**30, f"GPU 0 of this machine ({props.name})"
+        return 8.0, "no GPU on this machine: nnU-Net's 8 GiB default; pass --memory_gib for the training GPU"
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return total / 2, f"half of this machine's {total:.0f} GiB of RAM"
+
+
+def _check_channels(headers: Sequence[CaseHeader], modalities: list[str] | None, json_name: str) -> int:
+    if modalities is not None:
+        expected, source = len(modalities), f"{json_name} names {len(modalities)} channel(s) {modalities}"
+    else:
+        expected, source = headers[0].channels, f"as case {headers[0].case!r}"
+    for header in headers:
+        if header.channels != expected:
+            files = ", ".join(Path(p).name for p in header.images)
+            raise PlanError(
+                f"case {header.case!r} ({header.role}) has {header.channels} channel(s) ({files}); "
+                f"expected {expected} ({source})."
+            )
+    return expected
+
+
+def _scaled_box(summary: LabelSummary, header: CaseHeader, choice: rules.SpacingChoice) -> list[tuple[float, float]]:
+    assert summary.box is not None
+    if choice.value is None:
+        return [(float(a), float(b)) for a, b in summary.box]
+    factors = [s / t for s, t in zip(header.spacing, choice.value)]
+    return [(a * f, b * f) for (a, b), f in zip(summary.box, factors)]
+
+
+def plan_dataset(
+    dataset_dir: str | os.PathLike,
+    datalist_file: str = "dataset.json",
+    num_labelled: int | None = None,
+    iterations: int = rules.PAPER_ITERATIONS,
+    device: str = "cuda",
+    memory_gib: float | None = None,
+    max_patch_voxels: int = rules.MAX_PATCH_VOXELS,
+    num_workers: int | None = None,
+) -> Plan:
+    """Plan a semi-supervised CRLN run on a data set folder (Decathlon or nnU-Net layout).
+
+    Args:
+        dataset_dir: the data set folder.
+        datalist_file: name of the data set json inside it (optional in the nnU-Net layout).
+        num_labelled: labelled cases ``N`` (the first ``N`` train cases with labels); ``None``: every labelled case
+            left after validation.
+        iterations: the training budget.
+        device: ``"cuda"`` or ``"cpu"``: what the memory and time estimates are for.
+        memory_gib: memory the patch and batch must fit (default: this machine's GPU 0, 8 GiB without one, or half
+            the RAM for ``"cpu"``).
+        max_patch_voxels: largest patch per sample.
+        num_workers: data-loading workers (default: this machine's cores − 1, 1 to 8).
+
+    Returns:
+        the :class:`Plan`.
+
+    Raises:
+        PlanError: no label files at all, channel counts that differ between cases or from the json, label values
+            outside the json's ``labels``, bad arguments, or anything the datalist refuses (one line each).
+        FileNotFoundError: the folder, json or a listed file is missing.
+    """
+    if device not in DEVICES:
+        raise PlanError(f"device must be one of {DEVICES}, got {device!r}.")
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise PlanError(f"iterations must be a positive int, got {iterations!r}.")
+    root = Path(os.path.abspath(dataset_dir))
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder {root} does not exist.")
+    meta = read_dataset_json(root, datalist_file)
+    if meta.path is None and datalist_file != "dataset.json":
+        raise FileNotFoundError(f"{root / datalist_file} is missing; expected the data set json datalist_file names.")
+    json_name = datalist_file
+
+    # every case: the full train list is "labelled = first case with labels, unlabelled = the rest"
+    try:
+        full = semi_supervised_datalist(root, num_labelled=1, datalist_file=datalist_file)
+    except ValueError as e:
+        if count_label_entries(root, meta) == 0:
+            raise PlanError(
+                f"{root}: none of its cases has a label file; a plan needs labelled cases (labelsTr/<case>"
+                f"{meta.raw.get('file_ending', '.nii.gz')} beside imagesTr/, or 'label' entries in {json_name})."
+            ) from e
+        raise PlanError(str(e)) from e
+    train_items = full["labelled"] + full["unlabelled"]
+    headers = {
+        role: [read_case_header(item, role) for item in items]
+        for role, items in (("train", train_items), ("validation", full["validation"]), ("test", full["test"]))
+    }
+    development = headers["train"] + headers["validation"]
+    everything = development + headers["test"]
+    in_channels = _check_channels(everything, meta.modalities, json_name)
+
+    summaries = {h.case: read_label(h, meta.class_names) for h in development if h.label is not None}
+    num_classes = len(meta.class_names) if meta.class_names else max(len(s.counts) for s in summaries.values())
+    if num_classes < 2:
+        raise PlanError(f"{root}: no label file holds a foreground value; expected labels 1.. beside background 0.")
+    class_names = meta.class_names or ["background"] + [f"class_{i}" for i in range(1, num_classes)]
+
+    # split
+    with_label = sum(h.label is not None for h in headers["train"])
+    if num_labelled is not None and (isinstance(num_labelled, bool) or not isinstance(num_labelled, int)):
+        raise PlanError(f"num_labelled must be an int >= 1, got {num_labelled!r}.")
+    chosen_labelled, num_validation, split_why = rules.choose_split(
+        with_label, num_labelled, len(headers["train"]), len(headers["validation"])
+    )
+    if chosen_labelled is None and with_label >= len(headers["train"]):
+        raise PlanError(
+            f"{root}: all {len(headers['train'])} train cases have label files and none is left unlabelled; pass "
+            f"--num_labelled N to keep the others as the unlabelled pool (the paper: 8 or 16 of LA's 80)."
+        )
+    split = _datalist(root, datalist_file, num_labelled=chosen_labelled, num_validation=num_validation)
+    by_case = {h.case: h for h in development}
+    labelled = [by_case[item["case"]] for item in split["labelled"]]
+    plan = Plan(overrides={})
+    plan.summary.append(
+        f"{meta.name}: {len(everything)} cases — {len(split['labelled'])} labelled, {len(split['unlabelled'])} "
+        f"unlabelled ({len(headers['train']) - with_label} without label file), {len(split['validation'])} validation, "
+        f"{len(split['test'])} test; {in_channels} channel(s); statistics from the {len(labelled)} labelled cases"
+    )
+
+    plan.choose("dataset_dir", str(root), "the data set folder (absolute)")
+    plan.choose("datalist_file", datalist_file, "the data set json" + ("" if meta.path else " (absent: nnU-Net)"))
+    plan.choose("num_labelled", len(split["labelled"]), "--num_labelled" if num_labelled else "all labelled cases left")
+    plan.choose("num_validation", num_validation, split_why)
+    plan.choose("in_channels", in_channels, "every case's channels" + (f" = {json_name}'s" if meta.modalities else ""))
+    present = np.zeros(num_classes, dtype=bool)
+    for header in labelled:
+        counts = summaries[header.case].counts[:num_classes]
+        present[: len(counts)] |= counts > 0
+    plan.choose("num_classes", num_classes, f"checked against the {len(summaries)} label files")
+    plan.choose(
+        "class_names",
+        class_names,
+        f"{json_name} 'labels'" if meta.class_names else "no 'labels' in the json: numbered from the label values",
+    )
+    for index in np.flatnonzero(~present):
+        plan.warnings.append(
+            f"class {index} ({class_names[index]}) is in none of the {len(labelled)} labelled cases: "
+            "the network never learns it."
+        )
+
+    # spacing and shapes
+    plan.choose("orientation", "RAS", "the same axis order in training, evaluation and inference; axes below are RAS")
+    spacings = np.array([h.spacing for h in development])
+    spacing_choice = rules.target_spacing(spacings)
+    plan.choose("target_spacing", spacing_choice.value, spacing_choice.why)
+    shapes = np.array([rules.resampled_shape(h.shape, h.spacing, spacing_choice) for h in development])
+    median_shape = [int(round(v)) for v in np.median(shapes, axis=0)]
+
+    # intensities
+    normalise, normalise_why = rules.normalisation(meta.modalities)
+    intensity_range = intensity_stats = None
+    if normalise == "ct":
+        intensity_range, intensity_stats, stats_why = rules.ct_statistics(foreground_intensities(labelled))
+        normalise_why += f"; {stats_why}"
+    plan.choose("normalise", normalise, normalise_why)
+    plan.choose("intensity_range", intensity_range, "foreground p0.5, p99.5" if intensity_range else "ct only")
+    plan.choose("intensity_stats", intensity_stats, "foreground mean, std" if intensity_stats else "ct only")
+
+    # network input: patch, strides, batch
+    budget, budget_why = _memory_budget(device, memory_gib)
+    labelled_batch = min(2, len(split["labelled"]))
+    unlabelled_batch = min(2, len(split["unlabelled"]))
+    batch = labelled_batch + unlabelled_batch
+    patch, strides, _, fits, patch_why = rules.choose_patch(
+        median_shape, spacing_choice.spacing, budget, batch, max_patch_voxels
+    )
+    if not fits:
+        plan.warnings.append(f"the smallest patch {patch} does not fit {budget:g} GiB ({budget_why}) in fp32.")
+    isotropic = all(level == [2, 2, 2] for level in strides)
+    plan.choose(
+        "strides",
+        None if isotropic else strides,
+        "2 on every axis at all 4 levels (today's networks)"
+        if isotropic
+        else "per level [sx,sy,sz], finest first: an axis is pooled while its feature map keeps ≥ 4 voxels and its "
+        "spacing is < 2× the finest (nnU-Net's rule)",
+    )
+    plan.choose("patch_size", patch, patch_why + f"; memory: {budget_why}")
+    plan.choose("labelled_batch_size", labelled_batch, "the paper's 2 + 2; spare memory goes to the patch")
+    plan.choose("unlabelled_batch_size", unlabelled_batch, "the paper's 2 + 2")
+    plan.choose("sw_stride", rules.sliding_window_stride(patch), "half the patch per axis (MONAI's overlap 0.5)")
+
+    # sampling
+    hits, fractions = [], []
+    for header in labelled:
+        summary = summaries[header.case]
+        fractions.append(summary.foreground_fraction)
+        if summary.box is not None:
+            shape = rules.resampled_shape(header.shape, header.spacing, spacing_choice)
+            box = _scaled_box(summary, header, spacing_choice)
+            hits.append(rules.crop_hit_probability([(int(a), int(math.ceil(b))) for a, b in box], shape, patch))
+    share, share_why = rules.foreground_share(hits)
+    plan.choose(
+        "foreground_share", share, share_why + f"; foreground = {np.median(fractions):.1%} of the volume (median)"
+    )
+
+    # schedule
+    epochs, length, used, schedule_why = rules.schedule(iterations)
+    plan.choose("max_epochs", epochs, schedule_why)
+    plan.choose("epoch_length", length, schedule_why)
+    interval = max(1, epochs // 40)
+    plan.choose(
+        "val_interval",
+        interval,
+        f"every {interval} epoch(s): at most 40 validations per run (LA bundle: every 5 of 200 epochs)"
+        if num_validation or split["validation"]
+        else "no validation cases: unused",
+    )
+    rectify = round(rules.RECTIFY_FRACTION * used)
+    plan.choose("rectify_start", rectify, f"2 % of the run (the paper's 800 of {rules.PAPER_ITERATIONS:,})")
+    plan.choose("lr", rules.PAPER_LR, "the paper's SGD lr, poly (power 0.9) per epoch over max_epochs, as today")
+    workers, workers_why = (num_workers, "--num_workers") if num_workers is not None else rules.default_num_workers(
+        os.cpu_count()
+    )
+    plan.choose("num_workers", workers, workers_why)
+
+    labelled_voxels = float(
+        sum(math.prod(rules.resampled_shape(h.shape, h.spacing, spacing_choice)) for h in labelled)
+    )
+    need, need_why = rules.budget_need(labelled_voxels, patch, labelled_batch)
+    seconds = rules.iteration_seconds(patch, strides, batch, device)
+    where = "an H200 (fp32)" if device == "cuda" else "the 2-core development CPU (fp32)"
+    plan.summary.append(
+        f"budget: {used:,} iterations ≈ {seconds:.2g} s each on {where} ≈ {_duration(used * seconds)}; "
+        f"this data set needs ≈ {need:,} ({need_why})"
+    )
+    if used * 4 <= need:
+        plan.warnings.append(
+            f"the budget of {used:,} iterations is far below the ≈ {need:,} this data set needs ({need_why}); "
+            f"expect empty or noisy predictions, raise --iterations."
+        )
+    elif used < need:
+        plan.warnings.append(f"the budget of {used:,} iterations is below the ≈ {need:,} this data set needs.")
+    return plan
+
+
+def format_table(plan: Plan) -> str:
+    """The plan as printed: summary lines, one row per key (value, why), warnings."""
+    key_width = max(len(k) for k, _, _ in plan.rows)
+    value_width = min(max(len(v) for _, v, _ in plan.rows), 40)
+    lines = list(plan.summary)
+    lines.append(f"{'key':<{key_width}}  {'value':<{value_width}}  why")
+    for key, value, why in plan.rows:
+        lines.append(f"{key:<{key_width}}  {value:<{value_width}}  {why}")
+    lines += [f"WARNING: {w}" for w in plan.warnings]
+    return "\n".join(lines)
