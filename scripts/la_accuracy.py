@@ -103,6 +103,11 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     },
 }  # fmt: skip
 NUM_LABELLED = 8
+PLAN_KEYS = (
+    "orientation", "target_spacing", "normalise", "intensity_range", "intensity_stats", "strides", "patch_size",
+    "sw_stride", "foreground_share", "labelled_batch_size", "unlabelled_batch_size",
+)  # fmt: skip
+"""What ``--plan`` takes from the dataset plan: its data-driven choices, not the schedule (the protocol's)."""
 MIB = 2**20
 
 
@@ -391,6 +396,7 @@ def evaluate_checkpoint(
     original_labels: dict[str, str],
     settings: dict[str, Any],
     device: torch.device,
+    preprocessing: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Per-case records of ``network`` on the test cases, scored on the ORIGINAL grid.
 
@@ -404,7 +410,7 @@ def evaluate_checkpoint(
     from crln_monai.data import evaluation_transforms
     from crln_monai.evaluation import UAMTSlidingWindowInferer, case_record
 
-    load = evaluation_transforms(with_label=False)
+    load = evaluation_transforms(with_label=False, **(preprocessing or {}))
     inferer = UAMTSlidingWindowInferer(
         settings["patch_size"], settings["eval_stride"], settings["sw_batch_size"], amp_dtype=settings["amp_dtype"]
     )
@@ -505,6 +511,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--probe_iterations", type=int, default=None,
                         help="timed iterations of the in-process probe (0: no probe; needs --iterations)")  # fmt: skip
     parser.add_argument("--prepare_only", action="store_true", help="write the data copy and stop")
+    parser.add_argument("--plan", action="store_true",
+                        help="also train crln_full with the choices of python -m crln_monai.plan on the data copy")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -609,6 +617,21 @@ def _plan_iterations(
     return iterations
 
 
+def planned_overrides(data_dir: Path, settings: dict[str, Any], iterations: int) -> dict[str, Any]:
+    """The data-driven choices of ``python -m crln_monai.plan`` on the protocol's data copy (:data:`PLAN_KEYS`),
+    planned for the protocol's budget, device and patch volume (``max_patch_voxels``), so the run compares the
+    plan's choices with the hand-written bundle's at equal iterations and equal voxels per patch."""
+    from crln_monai.plan import format_table, plan_dataset
+
+    voxels = int(np.prod(settings["patch_size"]))
+    plan = plan_dataset(
+        data_dir, num_labelled=NUM_LABELLED, iterations=iterations, device=settings["device"],
+        max_patch_voxels=voxels, num_workers=max(1, settings["num_workers"]),
+    )  # fmt: skip
+    print(format_table(plan), flush=True)
+    return {key: plan.overrides[key] for key in PLAN_KEYS if key in plan.overrides}
+
+
 def _run_method(
     method: str,
     iterations: int,
@@ -617,46 +640,53 @@ def _run_method(
     original_labels: dict[str, str],
     work: Path,
     device: torch.device,
+    plan: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train one method through the bundle, score its ``model_last.pt``; returns its results row."""
+    """Train one method through the bundle (``plan``: with the plan's choices on top), score its ``model_last.pt``;
+    returns its results row."""
     from crln_monai.evaluation import write_evaluation_report
 
     protocol = settings["protocol"]
-    run_dir = work / "runs" / f"{protocol}_{method}"
+    name = f"{method}_plan" if plan else method
+    run_dir = work / "runs" / f"{protocol}_{name}"
     epochs, epoch_length = iteration_schedule(iterations)
-    overrides = bundle_overrides(method, settings, data_dir, run_dir, epochs, epoch_length)
+    overrides = {**bundle_overrides(method, settings, data_dir, run_dir, epochs, epoch_length), **(plan or {})}
     train_s = run_training(overrides, run_dir / "train.log")
     checkpoint = run_dir / "models" / "model_last.pt"
     start = time.perf_counter()
     network = build_inference_network(overrides, checkpoint, device)
-    records = evaluate_checkpoint(network, la_cases(data_dir, "test_ids"), original_labels, settings, device)
+    run_settings = {**settings, "patch_size": overrides["patch_size"], "eval_stride": overrides["sw_stride"]}
+    preprocessing = _parser(overrides).get_parsed_content("preprocessing_settings")
+    records = evaluate_checkpoint(
+        network, la_cases(data_dir, "test_ids"), original_labels, run_settings, device, preprocessing
+    )
     factor = settings["factor"]
     spacing_note = (
         "original LA grid, 0.625 mm"
         if factor == 1
         else f"predicted at {0.625 * factor:.3f} mm, softmax upsampled (trilinear) to the original 0.625 mm grid"
     )
-    title = f"LA {protocol} protocol: {method}, {iterations} iterations"
+    title = f"LA {protocol} protocol: {name}, {iterations} iterations"
     summary = write_evaluation_report(records, run_dir / "report", title, str(checkpoint), spacing_note=spacing_note)
     eval_s = time.perf_counter() - start
     dice = summary["metrics"]["dice"]
     print(
-        f"[{method}] Dice {100 * (dice['mean'] or 0):.2f} ± {100 * (dice['std'] or 0):.2f} % "
+        f"[{name}] Dice {100 * (dice['mean'] or 0):.2f} ± {100 * (dice['std'] or 0):.2f} % "
         f"(train {train_s:.0f} s, evaluation {eval_s:.0f} s)",
         flush=True,
     )
     return {
-        "method": method,
+        "method": name,
         "protocol": protocol,
         "iterations": iterations,
         "checkpoint": str(checkpoint),
         "train_command": " ".join(shlex.quote(a) for a in training_command(overrides)),
-        "overrides": METHODS[method],
+        "overrides": {**METHODS[method], **(plan or {})},
         "train_seconds": train_s,
         "eval_seconds": eval_s,
         "summary": summary,
         "report_dir": str(run_dir / "report"),
-        "paper_la8": PAPER_LA8[method],
+        "paper_la8": None if plan else PAPER_LA8[method],
     }
 
 
@@ -692,6 +722,12 @@ def _run(argv: Sequence[str] | None) -> dict[str, Any]:
         row = _run_method(method, iterations, settings, data_dir, original_labels, Path(args.work_dir), device)
         payload["results"].append(row)
         write_json(payload, out)  # after every method, so a cut-off run keeps what it finished
+    if args.plan:
+        plan = planned_overrides(data_dir, settings, iterations)
+        payload["plan"] = plan
+        row = _run_method("crln_full", iterations, settings, data_dir, original_labels, Path(args.work_dir), device, plan)
+        payload["results"].append(row)
+        write_json(payload, out)
     markdown = results_markdown(payload)
     out.with_suffix(".md").write_text(markdown)
     write_json(payload, out)

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import fire
-
 from crln_monai.data.convert import prepare_la
+from crln_monai.data.convert.cli import run_converter
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the converter with command-line arguments (``argv``; default: ``sys.argv[1:]``); prints the output folder."""
-    command = None if argv is None else list(argv)
-    fire.Fire(prepare_la, command=command, name="prepare_la", serialize=str)
+    """Run the converter with command-line arguments (``argv``; default: ``sys.argv[1:]``); prints the output folder.
+    An option the converter does not take is refused before anything runs."""
+    run_converter(prepare_la, argv, "prepare_la")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from crln_monai.bundle.ablation import ABLATION_LADDER
+
 __all__ = [
     "BUNDLE_VALUES",
     "GENERATED_KEY",
@@ -54,6 +56,7 @@ JSON_FILES: tuple[str, ...] = (
     "configs/evaluate.json",
     "configs/inference.json",
     "configs/multi_gpu_train.json",
+    *(f"configs/ablation/{rung}.json" for rung in ABLATION_LADDER),
 )
 """Generated JSON configs (paths relative to a bundle root)."""
 

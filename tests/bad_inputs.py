@@ -52,8 +52,8 @@ SHAPE = (16, 16, 16)
 CASES_IN_DATA = 6  # case_000 .. case_004 train (case_000, case_001 labelled), case_005 test
 
 # what a case must leave alone, in words (the test checks the whole sandbox)
-NO_TRAINING_OUTPUT = "no checkpoint, history or export; previous model.pt / model_last.pt unchanged"
-NO_REPORT = "no report or prediction; previous summary.md unchanged"
+NO_TRAINING_OUTPUT = "no checkpoint, history or export; old model.pt, model_last.pt kept"
+NO_REPORT = "no report or prediction; old summary.md kept"
 NO_PREDICTION = "no prediction file"
 NO_CONVERSION = "no image, label or dataset.json"
 
@@ -137,7 +137,9 @@ def write_checkpoint(path: Path, plain: bool = False, **overrides: Any) -> Path:
     return path
 
 
-def _write_h5_case(folder: Path, image: np.ndarray | None = None, label: np.ndarray | None = None, **extra) -> None:
+def _write_h5_case(folder: Path, image: np.ndarray | bool | None = None, label: np.ndarray | bool | None = None) -> None:
+    """``<folder>/mri_norm2.h5`` as UA-MT's: ``image`` float32 and ``label`` uint8 (12, 10, 6); ``False`` leaves a
+    dataset out, ``None`` draws it."""
     import h5py
 
     rng = np.random.default_rng(len(folder.name))
@@ -343,8 +345,11 @@ _TRAINING_CONFIG = [
             r"config key 'rectifier' must be one of \[.*'learnable_v3'.*\], got 'learnable'\.", (4,),
             rectifier="learnable"),
     _config("train-device", "training", "`--device gpu` (not a torch device name)",
-            r"config key 'device' must be a torch\.device or a device name such as 'cpu' or 'cuda:0', got 'gpu'",
+            r"config key 'device' must be a torch\.device or a device name such as 'cpu' or 'cuda:0' .*got 'gpu'",
             (4,), device="gpu"),
+    _config("train-device-absent", "training", "`--device cuda:99`, a GPU this machine does not have",
+            r"config key 'device' must be a torch\.device or a device name such as 'cpu' or 'cuda:0' that exists here "
+            r"\(a CUDA index below torch\.cuda\.device_count\(\)\), got 'cuda:99'", (4,), device="cuda:99"),
     _config("train-amp-dtype", "training", "`--amp_dtype fp8`",
             r"config key 'amp_dtype' must be null, a torch\.dtype or one of .*, got 'fp8'", (4,), amp_dtype="fp8"),
     _config("train-resume-lowercase", "training", "`--resume true` (a string, would be read as a file name)",
@@ -357,6 +362,9 @@ _TRAINING_CONFIG = [
     _config("train-class-names-length", "training", "`class_names` with 1 name for num_classes=2",
             r"config keys class_names, num_classes: class_names must have num_classes=2 entries, got 1", (4,),
             class_names=["background"]),
+    _config("train-class-names-duplicate", "training", "`class_names` naming one class twice",
+            r"config keys class_names, num_classes: class_names must be distinct names, got \['background', "
+            r"'background'\]", (4,), class_names=["background", "background"]),
     _config("train-class-names-string", "training", "`class_names` given as one string, not a list",
             _range("class_names", "'left atrium'", "null or a list of non-empty strings"), (9,),
             class_names="left atrium"),
@@ -624,6 +632,16 @@ def _no_test_cases(sb: Sandbox) -> None:
     sb.write_dataset_json(meta)
 
 
+def _image_only_test_case(sb: Sandbox) -> None:
+    """Test cases case_004 (with label) and case_005 (image only, listed second)."""
+    meta = sb.dataset_json()
+    meta.pop("test_ids", None)
+    test = [e for e in meta["training"] if "case_004" in e["image"]]
+    meta["training"] = [e for e in meta["training"] if "case_004" not in e["image"] and "case_005" not in e["image"]]
+    meta["test"] = [*test, "./imagesTr/case_005.nii.gz"]
+    sb.write_dataset_json(meta)
+
+
 def _checkpoint(change: Callable[[Path], None], name: str = "model_last.pt") -> Callable[[Sandbox], None]:
     def setup(sb: Sandbox) -> None:
         change(sb.models / name)
@@ -707,6 +725,10 @@ _EVALUATION = [
           _on("label", "case_005", _label_value(2)),
           r"label \(case 'case_005'\) {data}/labelsTr/case_005\.nii\.gz holds values \[2\] that are not class indices",
           (6,)),
+    _eval("eval-test-case-without-label", "a test case listed without a label file (image only), after a labelled one",
+          _image_only_test_case,
+          r"image \(case 'case_005'\) {data}/imagesTr/case_005\.nii\.gz has no label file; expected a label for every "
+          r"case", ()),
     _eval("eval-test-label-missing", "test label listed but missing on disk", lambda sb: sb.label("case_005").unlink(),
           r"label of case 'case_005': file {data}/labelsTr/case_005\.nii\.gz is listed but missing on disk", ()),
     _eval("eval-test-label-affine", "test label on another voxel grid (affine shifted 0.5 mm)",
@@ -764,9 +786,9 @@ _INFERENCE = [
            r"input {run}/inputs/case_006\.nrrd is not NIfTI \(expected \.nii\.gz or \.nii\)", ()),
     _infer("infer-input-missing", "`--input` naming a file that does not exist",
            _set(input="$@bundle_root + '/inputs/absent.nii.gz'"),
-           r"input file not found: {run}/inputs/absent\.nii\.gz", ()),
+           r"input {run}/inputs/absent\.nii\.gz not found; expected a NIfTI file or a folder of NIfTI files", ()),
     _infer("infer-input-folder-missing", "`--input` naming a folder that does not exist",
-           _set(input="$@bundle_root + '/scans'"), r"input file not found: {run}/scans", ()),
+           _set(input="$@bundle_root + '/scans'"), r"input {run}/scans not found; expected a NIfTI file or a folder of NIfTI files", ()),
     _infer("infer-input-degenerate-affine", "input image whose affine has a zero voxel size",
            _on("input", "case_005", _degenerate_affine),
            _INPUT + r" has a degenerate affine .*; expected finite, non-zero voxel sizes", ()),
@@ -794,6 +816,8 @@ _INFERENCE = [
            _set(output_dir="$@bundle_root + '/eval/summary.md/predictions'"),
            r"cannot create output folder output_dir='{run}/eval/summary\.md/predictions': a part of the path is a file",
            (8,)),
+    _infer("infer-device-absent", "`--device cuda:99`, a GPU this machine does not have", _set(device="cuda:99"),
+           r"config key 'device' must be .* that exists here .*got 'cuda:99'", (4,)),
     _infer("infer-unknown-key", "misspelt `--inputs`", _set(inputs="x"),
            r"unknown config key 'inputs' \(did you mean 'input'", (4,)),
     *_checkpoint_cases("inference", "ckpt_path", NO_PREDICTION),
@@ -838,12 +862,12 @@ _SETTINGS_FILE = ("out/.crln_prepare.json",)  # the converter's settings record,
 _CONVERSION = [
     _convert("convert-la-source-missing", "`prepare_la.py --source_dir` that does not exist",
              _argv(replace={"--source_dir": "{root}/nowhere"}),
-             r"source_dir {root}/nowhere does not exist; expected the folder of LA case folders", (11,), cli=True),
+             r"source_dir {root}/nowhere does not exist; expected the folder of LA case folders", (11,)),
     _convert("convert-la-source-file", "`--source_dir` that is a file", _argv(replace={"--source_dir": "{src}/train.list"}),
              r"source_dir {src}/train\.list is not a folder; expected the folder of LA case folders", (11,)),
     _convert("convert-la-no-cases", "source folder holding neither h5 nor NRRD cases",
              _steps(lambda sb: shutil.rmtree(sb.src), lambda sb: sb.src.mkdir()),
-             r"source_format='auto': {src} holds neither <case>/mri_norm2\.h5 and <case>/lgemri\.nrrd", (11,)),
+             r"source_format='auto': {src} holds neither <case>/mri_norm2\.h5 nor <case>/lgemri\.nrrd", (11,)),
     _convert("convert-la-nan", "UA-MT h5 image with a NaN voxel", _h5("caseA", image=_nan_h5(np.nan)),
              r"prepare_la_from_h5: case 'caseA': the image holds 1 NaN and 0 Inf voxels of 720 .*refusing to write "
              r"it: expected finite intensities", (3,), may_write=_SETTINGS_FILE),
@@ -879,6 +903,24 @@ _CONVERSION = [
              r"num_labelled must hold ints in 1\.\.2 \(the train list size\), got 5", ()),
     _convert("convert-la-train-list-missing", "`--train_list` naming a list file that does not exist",
              _argv(replace={"--train_list": "{src}/absent.list"}), r"case list {src}/absent\.list does not exist", ()),
+    _convert("convert-la-spacing-zero", "`--spacing [0,0,0]`", _argv("--spacing", "[0,0,0]"),
+             r"spacing must be 3 positive voxel sizes in mm \[x, y, z\], got \[0, 0, 0\]", ()),
+    _convert("convert-la-spacing-negative", "`--spacing [-1,1,1]` (would flip the first axis)",
+             _argv("--spacing", "[-1,1,1]"), r"spacing must be 3 positive voxel sizes in mm \[x, y, z\], got", ()),
+    _convert("convert-la-spacing-2d", "`--spacing [1,1]` (2 values)", _argv("--spacing", "[1,1]"),
+             r"spacing must be 3 positive voxel sizes in mm \[x, y, z\], got", ()),
+    _convert("convert-la-missing-argument", "no `--source_dir` at all (python-fire's usage error, exit status 2)",
+             lambda sb: sb.argv.__delitem__(slice(0, 2)),
+             r"ERROR: The function received no value for the required argument: source_dir", ()),
+    _convert("convert-la-misspelt-required", "`--sourcedir` instead of `--source_dir`",
+             lambda sb: sb.argv.__setitem__(0, "--sourcedir"),
+             r"prepare_la: unknown option --sourcedir \(did you mean --source_dir or --source_format\?\)", (4,)),
+    _convert("convert-la-unknown-option", "misspelt option `--ua_mt_cropp True`", _argv("--ua_mt_cropp", "True"),
+             r"prepare_la: unknown option --ua_mt_cropp \(did you mean --ua_mt_crop\?\); the options are --source_dir",
+             (4,), cli=True),
+    _convert("convert-la-unknown-option-equals", "misspelt option `--num-labeled=1` (fire's other spellings)",
+             _argv("--num-labeled=1"), r"prepare_la: unknown option --num-labeled \(did you mean --num_labelled\?\)",
+             (4,)),
     _convert("convert-pancreas-source-missing", "`prepare_pancreas_ct.py --source_dir` that does not exist",
              _argv(replace={"--source_dir": "{root}/nowhere"}, script="prepare_pancreas_ct"),
              r"source_dir {root}/nowhere does not exist", (11,)),

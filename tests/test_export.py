@@ -131,3 +131,28 @@ def test_a_training_run_exports_a_bundle_that_segments_with_no_override(tmp_path
     seg = nib.load(tmp_path / "out" / "a_seg.nii.gz")
     assert seg.shape == (30, 44, 12) and np.allclose(seg.affine, affine) and seg.get_data_dtype() == np.uint8
     assert set(np.unique(seg.get_fdata())) <= {0.0, 1.0}
+
+
+def test_test_results_are_recorded_only_for_the_exported_weights(tmp_path):
+    from crln_monai.bundle import record_test_results
+
+    settings, teacher = _settings()
+    export = export_bundle(tmp_path / "export", "run", teacher.state_dict(), settings, INFERENCE, results={})
+    report = tmp_path / "eval"
+    report.mkdir()
+    stat = {"mean": 0.5, "std": 0.1, "case_mean": 0.5}
+    summary = {"metrics": {m: stat for m in ("dice", "jaccard", "hd95_mm", "asd_mm")}, "num_cases": 3, "num_empty_predictions": 1}
+    (report / "summary.json").write_text(json.dumps(summary))
+    same, other = tmp_path / "same.pt", tmp_path / "other.pt"
+    torch.save({"model": teacher.state_dict()}, same)
+    torch.save({"model": {k: v + 1 if v.is_floating_point() else v for k, v in teacher.state_dict().items()}}, other)
+    meta_before = (export / "configs" / "metadata.json").read_text()
+    assert record_test_results(export, other, report) is False  # other weights: the export is left as it was
+    assert (export / "configs" / "metadata.json").read_text() == meta_before
+    assert record_test_results(export, same, report) is True
+    meta = json.loads((export / "configs" / "metadata.json").read_text())
+    assert meta["results"]["test"]["dice"] == {"mean": 0.5, "std": 0.1} and meta["results"]["test"]["num_cases"] == 3
+    assert meta["eval_metrics"]["test_mean_dice"] == 0.5 and meta["results"]["test"]["checkpoint"] == "same.pt"
+    assert (export / "docs" / "README.md").read_text().count("- test: dice 0.5000 ± 0.1000") == 1
+    record_test_results(export, same, report)  # a second evaluation replaces the line
+    assert (export / "docs" / "README.md").read_text().count("- test: ") == 1

@@ -54,6 +54,9 @@ def test_non_ras_data_segments_identically_in_evaluation_and_in_the_exported_bun
     _workflow([CONFIGS / "train.json"], "training", **run)
     _workflow([CONFIGS / "train.json", CONFIGS / "evaluate.json"], "evaluating", **run)
     (export,) = (tmp_path / "run" / "export").iterdir()
+    meta = json.loads((export / "configs" / "metadata.json").read_text())  # the evaluated weights are the export's
+    assert meta["results"]["test"]["num_cases"] == 2 and 0.0 <= meta["results"]["test"]["dice"]["mean"] <= 1.0
+    assert "- test: dice " in (export / "docs" / "README.md").read_text()
     _workflow(
         [export / "configs" / "inference.json"], "inference", bundle_root=str(export),
         input=[str(data / "imagesTr" / f"{case}.nii.gz") for case in test_ids], output_dir=str(tmp_path / "out"),

@@ -61,6 +61,7 @@ def test_nifti_files_errors(tmp_path):
         nifti_files([tmp_path / "a.txt"])
     (tmp_path / "b.nii.gz").write_bytes(b"")
     assert nifti_files(tmp_path) == [str(tmp_path / "b.nii.gz")]
+    assert nifti_files([tmp_path]) == [str(tmp_path / "b.nii.gz")]  # a folder in a list: its NIfTI files
 
 
 def test_torchscript_export_and_net_in_out(tmp_path):

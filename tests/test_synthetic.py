@@ -142,3 +142,21 @@ def test_multi_channel_files(tmp_path):
 def test_argument_errors(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_synthetic_dataset(tmp_path, **{**SMALL, **kwargs})
+
+
+def test_object_scale_shrinks_the_structures_and_keeps_default_sets_unchanged(tmp_path):
+    import json
+
+    import numpy as np
+
+    from crln_monai.data.synthetic import make_synthetic_dataset, synthetic_case
+
+    full = synthetic_case(np.random.default_rng([0, 1]), (48, 48, 32), 1, 4)[1]
+    small = synthetic_case(np.random.default_rng([0, 1]), (48, 48, 32), 1, 4, object_scale=0.5)[1]
+    for k in (1, 2, 3):  # each class's share of the volume shrinks with the cube of the scale
+        assert (small >= k).mean() == pytest.approx((full >= k).mean() / 8, rel=0.05)
+    assert set(np.unique(small)) == {0, 1, 2, 3}
+    default = json.loads((make_synthetic_dataset(tmp_path / "a", 4, 1, (16, 16, 8)) / "dataset.json").read_text())
+    assert "object_scale" not in default["synthetic"]
+    with pytest.raises(ValueError, match="object_scale"):
+        make_synthetic_dataset(tmp_path / "b", 4, 1, (16, 16, 8), object_scale=0)

@@ -2,7 +2,7 @@
 
 from .ablation import ABLATION_LADDER, ablation_file, ablation_overrides
 from .check import check_config, plain_values
-from .export import BundleExporter, export_bundle, export_name, inference_config
+from .export import BundleExporter, export_bundle, export_name, inference_config, record_test_results
 from .flags import check_flags
 from .outputs import check_outputs
 from .schema import RELATIONS, SCHEMA, KeySpec, Relation
@@ -27,6 +27,7 @@ __all__ = [
     "export_name",
     "inference_config",
     "plain_values",
+    "record_test_results",
     "settings_differences",
     "verify_bundle_metadata",
 ]

@@ -508,3 +508,68 @@ class BundleExporter:
             results=results, metadata=self.metadata, license_text=license_text,
             model_description=description or "the teacher of the run",
         )  # fmt: skip
+
+
+_TEST_METRICS = ("dice", "jaccard", "hd95_mm", "asd_mm")
+"""The metrics of ``summary.json`` (means over the foreground classes) recorded as an export's test results."""
+
+
+def record_test_results(
+    export_path: str | os.PathLike, checkpoint: str | os.PathLike, report_dir: str | os.PathLike
+) -> bool:
+    """Add an evaluation's test results to an export, when the evaluated checkpoint holds the exported weights.
+
+    Writes ``results.test`` (mean ± bootstrap std of Dice, Jaccard, HD95 and ASD in mm over the test cases, the
+    case count, the empty predictions and the checkpoint's file name) and the ``test_*`` ``eval_metrics`` into
+    ``configs/metadata.json``, and a "Test results" line into ``docs/README.md``'s Results section. An export of
+    other weights (e.g. the best teacher on validation while ``model_last.pt`` was evaluated) is left untouched,
+    so an export never shows numbers of a model it does not hold.
+
+    Args:
+        export_path: the export folder (``<export_dir>/<name>``).
+        checkpoint: the evaluated training checkpoint.
+        report_dir: the evaluation's output folder (its ``summary.json``).
+
+    Returns:
+        whether the results were recorded.
+    """
+    from ..handlers.checked_loader import read_checkpoint
+
+    export_path, summary_file = Path(export_path), Path(report_dir) / "summary.json"
+    model_file = export_path / "models" / "model.pt"
+    if not model_file.is_file() or not summary_file.is_file():
+        logger.info(f"no export at {export_path} or no report {summary_file}: no test results recorded")
+        return False
+    exported = torch.load(model_file, map_location="cpu", weights_only=True)
+    evaluated = read_checkpoint(checkpoint, map_location="cpu")
+    evaluated = evaluated.get("model", evaluated)
+    if not all(k in evaluated and torch.equal(v, evaluated[k]) for k, v in exported.items()):
+        logger.warning(f"the export {export_path} holds other weights than {checkpoint}: its results are unchanged")
+        return False
+    summary = json.loads(summary_file.read_text())
+    metrics = summary.get("metrics", {})
+    test: dict[str, Any] = {
+        key: {"mean": metrics[key]["mean"], "std": metrics[key]["std"]} for key in _TEST_METRICS if key in metrics
+    }
+    test.update(
+        num_cases=summary.get("num_cases"), num_empty_predictions=summary.get("num_empty_predictions"),
+        checkpoint=Path(checkpoint).name,
+    )  # fmt: skip
+    meta_file = export_path / "configs" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta.setdefault("results", {})["test"] = test
+    meta.setdefault("eval_metrics", {}).update(
+        {f"test_mean_{k}": v["mean"] for k, v in test.items() if isinstance(v, dict) and v["mean"] is not None}
+    )
+    card_file = export_path / "docs" / "README.md"
+    card = card_file.read_text()
+    line = "- test: " + ", ".join(
+        f"{k} {v['mean']:.4f} ± {v['std']:.4f}" for k, v in test.items() if isinstance(v, dict) and v["mean"] is not None
+    ) + f" ({test['num_cases']} cases, {test['checkpoint']}; `summary.md` of the evaluation has every class)"
+    card = re.sub(r"\n- test: [^\n]*", "", card)
+    card = card.replace("No validation split was used and no test evaluation was run: no results recorded.", "")
+    card = card.replace("## Results\n\n", f"## Results\n\n{line}\n", 1)
+    _write_json(meta_file, meta)
+    card_file.write_text(card)
+    logger.info(f"recorded the test results of {checkpoint} in the export {export_path}")
+    return True

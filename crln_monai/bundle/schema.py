@@ -160,7 +160,14 @@ def _passes(check: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
 
 
 def _device(value: Any) -> bool:
-    return isinstance(value, torch.device) or (isinstance(value, str) and _passes(torch.device, value))
+    """A device name or ``torch.device`` that exists here: ``--device cuda:0`` on a machine without CUDA would
+    otherwise fail only when the network is moved, with torch's "Torch not compiled with CUDA enabled"."""
+    if not (isinstance(value, torch.device) or (isinstance(value, str) and _passes(torch.device, value))):
+        return False
+    device = torch.device(value)
+    if device.type == "cuda":
+        return (device.index or 0) < (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    return True
 
 
 def _resume(value: Any) -> bool:
@@ -217,7 +224,10 @@ SCHEMA: dict[str, KeySpec] = {
     ),
     "resume_checkpoint": path(),
     # --- run
-    "device": KeySpec("a torch.device or a device name such as 'cpu' or 'cuda:0'", _device),
+    "device": KeySpec(
+        "a torch.device or a device name such as 'cpu' or 'cuda:0' that exists here (a CUDA index below "
+        "torch.cuda.device_count())", _device
+    ),
     "seed": integer(0, 2**32 - 1),
     "deterministic": boolean(),
     "amp_dtype": KeySpec(
@@ -266,6 +276,7 @@ SCHEMA: dict[str, KeySpec] = {
     "dim_levels": choice(DIM_LEVEL_MODES),
     "legacy_query_layout": boolean(),
     "prototype_residual": boolean(),
+    "upsample_mixes_classes": boolean(),
     "prototype_reduce": choice(CPS_PROTOTYPE_REDUCTIONS),
     # --- sliding-window inference
     "sw_stride": ints(3, 1),
@@ -369,6 +380,8 @@ def _class_names(v: Mapping[str, Any]) -> str | None:
     names = v["class_names"]
     if names is not None and len(names) != v["num_classes"]:
         return f"class_names must have num_classes={v['num_classes']} entries, got {len(names)}: {list(names)!r}"
+    if names is not None and len(set(names)) != len(names):  # the reports name their rows and figures by class
+        return f"class_names must be distinct names, got {list(names)!r}"
     return None
 
 

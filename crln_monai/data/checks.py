@@ -307,6 +307,7 @@ def check_cases(
     image_key: str = "image",
     label_key: str = "label",
     affine_atol: float = 1e-3,
+    require_label: bool = False,
 ) -> list:
     """Check every case's files before any work; refuse the first bad one with a one-line message naming it.
 
@@ -331,6 +332,8 @@ def check_cases(
         image_key: key of the image path(s) in an item.
         label_key: key of the label path in an item.
         affine_atol: largest allowed difference between the image's and the label's affine entries (mm).
+        require_label: refuse a case without a label (evaluation scores every test case against its label; without
+            this check an image-only case fails only when it is loaded, after the cases before it were predicted).
 
     Returns:
         ``items`` as a list (unchanged), so the check can wrap a list where it is used.
@@ -345,9 +348,14 @@ def check_cases(
     items = list(items)
     files = 0
     for item in items:
-        files += _check_item(
-            _as_item(item, image_key), in_channels, num_classes, image_key, label_key, bool(check_finite), affine_atol
-        )
+        item = _as_item(item, image_key)
+        if require_label and item.get(label_key) is None:
+            case = f" (case {item['case']!r})" if item.get("case") is not None else ""
+            raise ValueError(
+                f"image{case} {item[image_key]} has no label file; expected a label for every case here (evaluation "
+                "scores each test case against its label)."
+            )
+        files += _check_item(item, in_channels, num_classes, image_key, label_key, bool(check_finite), affine_atol)
     finite = ", voxels finite" if check_finite else ""
     seconds = time.perf_counter() - start
     logger.info(f"data check: {len(items)} case(s), {files} file(s) passed{finite} in {seconds:.1f} s")

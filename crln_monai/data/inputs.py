@@ -12,7 +12,8 @@ _SUFFIXES = (".nii.gz", ".nii")
 
 
 def nifti_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
-    """The NIfTI files named by ``inputs``: a folder (its ``*.nii.gz`` and ``*.nii``, sorted), one file, or a list.
+    """The NIfTI files named by ``inputs``: a folder (its ``*.nii.gz`` and ``*.nii``, sorted), one file, or a list of
+    files and folders.
 
     Raises:
         FileNotFoundError: a named path does not exist, or a folder holds no NIfTI file.
@@ -29,8 +30,11 @@ def nifti_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     files = []
     for item in inputs:
         path = Path(item)
+        if path.is_dir():  # a folder in a list: its NIfTI files, as for a folder alone
+            files += nifti_files(path)
+            continue
         if not path.is_file():
-            raise FileNotFoundError(f"input file not found: {path}")
+            raise FileNotFoundError(f"input {path} not found; expected a NIfTI file or a folder of NIfTI files.")
         if not path.name.endswith(_SUFFIXES):
             raise ValueError(f"input {path} is not NIfTI (expected .nii.gz or .nii)")
         files.append(str(path))

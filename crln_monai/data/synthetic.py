@@ -61,7 +61,11 @@ def _ellipsoid_distance(
 
 
 def synthetic_case(
-    rng: np.random.Generator, shape: Sequence[int], num_channels: int = 1, num_classes: int = 2
+    rng: np.random.Generator,
+    shape: Sequence[int],
+    num_channels: int = 1,
+    num_classes: int = 2,
+    object_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One LA-like case.
 
@@ -70,6 +74,8 @@ def synthetic_case(
         shape: spatial shape ``(H, W, D)``.
         num_channels: image channels; channels > 0 reuse the anatomy with other contrasts and their own noise.
         num_classes: label classes; classes >= 2 are nested cores of the object (inner level sets).
+        object_scale: size of the object relative to the LA-like default (its radii; its share of the volume
+            scales with the cube): 0.5 gives structures that fill about 1 % of the field of view.
 
     Returns:
         ``image`` float32 ``(C, H, W, D)`` (each channel z-scored) and ``label`` uint8 ``(H, W, D)``.
@@ -81,7 +87,7 @@ def synthetic_case(
 
     # the object: metaballs around a jittered centre, thresholded at a drawn foreground share
     centre = size / 2 + rng.uniform(-0.08, 0.08, 3) * size
-    radii = size * np.array([0.17, 0.17, 0.2]) * rng.uniform(0.8, 1.2, 3)
+    radii = size * np.array([0.17, 0.17, 0.2]) * rng.uniform(0.8, 1.2, 3) * object_scale
     field = np.exp(-0.5 * _ellipsoid_distance(coords, centre, radii, _random_rotation(rng)))
     for _ in range(int(rng.integers(2, 5))):
         direction = rng.standard_normal(3)
@@ -91,7 +97,7 @@ def synthetic_case(
         lobe = _ellipsoid_distance(coords, lobe_centre, lobe_radii, _random_rotation(rng))
         field += rng.uniform(0.7, 1.0) * np.exp(-0.5 * lobe)
     field *= 1 + 0.12 * _smooth_noise(rng, shape, (6, 6, 5))
-    share = rng.uniform(0.06, 0.12)
+    share = rng.uniform(0.06, 0.12) * object_scale**3
     levels = np.quantile(field, [1 - share * 0.4 ** (k - 1) for k in range(1, num_classes)])
     label = np.zeros(shape, dtype=np.uint8)
     for level in levels:
@@ -170,6 +176,7 @@ def make_synthetic_dataset(
     num_classes: int = 2,
     with_unlabelled_labels: bool = True,
     layout: str = "decathlon",
+    object_scale: float = 1.0,
 ) -> Path:
     """Write (or reuse) a deterministic LA-like NIfTI data set.
 
@@ -196,6 +203,7 @@ def make_synthetic_dataset(
         with_unlabelled_labels: ``False`` omits the label files of the train cases after the first 25 % of the
             train list (rounded up), making them truly unlabelled.
         layout: ``"decathlon"`` or ``"nnunet"``.
+        object_scale: object size relative to the default (see :func:`synthetic_case`).
 
     Returns:
         ``out_dir`` as a ``Path``.
@@ -212,6 +220,10 @@ def make_synthetic_dataset(
         "spacing": list(spacing), "seed": seed, "num_channels": num_channels, "num_classes": num_classes,
         "with_unlabelled_labels": with_unlabelled_labels, "layout": layout,
     }  # fmt: skip
+    if not 0 < float(object_scale) <= 2:
+        raise ValueError(f"object_scale must lie in (0, 2], got {object_scale!r}.")
+    if object_scale != 1.0:  # stored only when set, so the sets written before it are still found
+        params["object_scale"] = float(object_scale)
     if _is_current(out_dir, params):
         return out_dir
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):  # a previous synthetic set: start clean
@@ -226,7 +238,7 @@ def make_synthetic_dataset(
     affine = np.diag([*spacing, 1.0])
     training, files = [], []
     for i, case in enumerate(ids):
-        image, label = synthetic_case(np.random.default_rng([seed, i]), shape, num_channels, num_classes)
+        image, label = synthetic_case(np.random.default_rng([seed, i]), shape, num_channels, num_classes, object_scale)
         is_test, has_label = i >= num_train, i >= num_train or i < num_with_label
         if layout == "decathlon":
             image_files = [f"imagesTr/{case}.nii.gz"]

@@ -73,6 +73,19 @@ def _import_nrrd() -> Any:
     return nrrd
 
 
+def _check_spacing(spacing: Sequence[float] | None) -> tuple[float, ...] | None:
+    """``spacing`` as 3 floats; refused unless 3 finite positive voxel sizes (a negative one would flip an axis)."""
+    if spacing is None:
+        return None
+    try:
+        values = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"spacing must be 3 positive voxel sizes in mm [x, y, z], got {spacing!r}.")
+    return values
+
+
 def _require_source_dir(source_dir: Path) -> None:
     if not source_dir.exists():
         raise FileNotFoundError(f"source_dir {source_dir} does not exist; expected the folder of LA case folders.")
@@ -170,7 +183,7 @@ def prepare_la_from_h5(
     source_dir, out_dir = Path(source_dir), Path(out_dir)
     train, test = _split(source_dir, train_list, test_list, [_H5_NAME])
     num_labelled = normalise_num_labelled(num_labelled, len(train))
-    spacing = tuple(float(s) for s in spacing)
+    spacing = _check_spacing(spacing) or _LA_SPACING
     affine = np.diag([*spacing, 1.0])
     check_settings(out_dir, "prepare_la_from_h5", {"spacing": list(spacing)}, overwrite)
 
@@ -301,6 +314,7 @@ def prepare_la_from_nrrd(
     source_dir, out_dir = Path(source_dir), Path(out_dir)
     train, test = _split(source_dir, train_list, test_list, [_NRRD_IMAGE, _NRRD_LABEL])
     num_labelled = normalise_num_labelled(num_labelled, len(train))
+    spacing = _check_spacing(spacing)
     settings = {"ua_mt_crop": bool(ua_mt_crop), "seed": int(seed) if ua_mt_crop else None,
                 "spacing": None if spacing is None else [float(s) for s in spacing]}
     check_settings(out_dir, "prepare_la_from_nrrd", settings, overwrite)
@@ -398,7 +412,8 @@ def prepare_la(
         if has_h5 == has_nrrd:
             found = "both" if has_h5 else "neither"
             raise ValueError(
-                f"source_format='auto': {source} holds {found} <case>/{_H5_NAME} and <case>/{_NRRD_IMAGE}; "
+                f"source_format='auto': {source} holds {found} <case>/{_H5_NAME} {'and' if has_h5 else 'nor'} "
+                f"<case>/{_NRRD_IMAGE}; "
                 "pass source_format='h5' or 'nrrd'."
             )
         source_format = "h5" if has_h5 else "nrrd"
