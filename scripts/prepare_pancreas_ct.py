@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from crln_monai.data.convert import prepare_pancreas_ct
-from crln_monai.data.convert.cli import run_converter
+from crln_monai.data.convert.cli import converter_main
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the converter with command-line arguments (``argv``; default: ``sys.argv[1:]``); prints the output folder.
     An option the converter does not take is refused before anything runs."""
-    run_converter(prepare_pancreas_ct, argv, "prepare_pancreas_ct")
+    converter_main("pancreas_ct", argv)
 
 
 if __name__ == "__main__":

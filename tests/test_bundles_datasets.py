@@ -1,4 +1,4 @@
-"""The Pancreas-CT and BraTS 2019 bundles: generated from bundles/la by scripts/sync_bundles.py, protocols, properties,
+"""The Pancreas-CT and BraTS 2019 bundles: generated from bundles/la by tools/sync_bundles.py, protocols, properties,
 metadata, and a training iteration of each on synthetic data of its own shape."""
 
 import json
@@ -19,7 +19,7 @@ from crln_monai.networks.unet3d import UNet3D
 from crln_monai.networks.vnet import VNet
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "tools"))
 
 import sync_bundles  # noqa: E402
 
@@ -69,8 +69,8 @@ def _copy_bundles(root: Path) -> None:
 
 
 def test_generated_files_are_up_to_date():
-    assert sync_bundles.main(["--check"]) == 0, "run `python scripts/sync_bundles.py`"
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "sync_bundles.py"), "--check"], capture_output=True)
+    assert sync_bundles.main(["--check"]) == 0, "run `python tools/sync_bundles.py`"
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "sync_bundles.py"), "--check"], capture_output=True)
     assert result.returncode == 0, result.stderr.decode()
 
 
@@ -109,7 +109,7 @@ def test_generated_config_differs_from_la_only_in_declared_keys(bundle, name):
     la, generated = _config("la", name), _config(bundle, name)
     declared = sync_bundles.BUNDLE_VALUES[bundle]
     assert list(generated) == [sync_bundles.GENERATED_KEY, *la]  # same keys, same order, the note first
-    assert generated[sync_bundles.GENERATED_KEY].startswith("by scripts/sync_bundles.py")
+    assert generated[sync_bundles.GENERATED_KEY].startswith("by tools/sync_bundles.py")
     for key, value in la.items():
         assert generated[key] == (declared[key] if key in declared else value), key
     if name == "train.json":

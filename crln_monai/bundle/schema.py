@@ -203,9 +203,9 @@ _TRACKING_KEYS = sorted({k for settings in DEFAULT_EXP_MGMT_SETTINGS.values() fo
 """Top-level keys MONAI adds with ``--tracking`` (``monai.bundle.utils.DEFAULT_EXP_MGMT_SETTINGS``)."""
 
 SCHEMA: dict[str, KeySpec] = {
-    # --- keys MONAI or scripts/sync_bundles.py put at the top level
+    # --- keys MONAI or tools/sync_bundles.py put at the top level
     ConfigParser.meta_key: structural("the bundle's metadata.json (MONAI)"),
-    "_generated_": structural("note written by scripts/sync_bundles.py into generated bundles"),
+    "_generated_": structural("note written by tools/sync_bundles.py into generated bundles"),
     "_desc_": structural("one line saying what an override file (e.g. configs/ablation/*.json) is for"),
     **{k: structural("MONAI experiment tracking (--tracking)") for k in _TRACKING_KEYS},
     # --- folders and files

@@ -75,7 +75,8 @@ def synthetic_case(
         num_channels: image channels; channels > 0 reuse the anatomy with other contrasts and their own noise.
         num_classes: label classes; classes >= 2 are nested cores of the object (inner level sets).
         object_scale: size of the object relative to the LA-like default (its radii; its share of the volume
-            scales with the cube): 0.5 gives structures that fill about 1 % of the field of view.
+            scales with the cube): 0.5 gives structures that fill about 1 % of the field of view, their centre
+            drawn within ±23 % of the volume's size around its middle (±8 % at the default 1).
 
     Returns:
         ``image`` float32 ``(C, H, W, D)`` (each channel z-scored) and ``label`` uint8 ``(H, W, D)``.
@@ -86,7 +87,8 @@ def synthetic_case(
     coords = [c.astype(np.float32) for c in coords]
 
     # the object: metaballs around a jittered centre, thresholded at a drawn foreground share
-    centre = size / 2 + rng.uniform(-0.08, 0.08, 3) * size
+    jitter = 0.08 + 0.3 * (1.0 - min(object_scale, 1.0))  # a smaller object may sit anywhere in a wider box
+    centre = size / 2 + rng.uniform(-jitter, jitter, 3) * size
     radii = size * np.array([0.17, 0.17, 0.2]) * rng.uniform(0.8, 1.2, 3) * object_scale
     field = np.exp(-0.5 * _ellipsoid_distance(coords, centre, radii, _random_rotation(rng)))
     for _ in range(int(rng.integers(2, 5))):

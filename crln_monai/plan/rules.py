@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..networks.backbone import size_divisor
+
 __all__ = [
     "ANISOTROPY",
     "LEVELS",
@@ -26,7 +28,6 @@ __all__ = [
     "crop_hit_probability",
     "ct_statistics",
     "default_num_workers",
-    "divisors",
     "foreground_share",
     "iteration_seconds",
     "memory_gib",
@@ -189,11 +190,6 @@ def topology(patch: Sequence[int], spacing: Sequence[float]) -> list[list[int]]:
     return strides
 
 
-def divisors(strides: Sequence[Sequence[int]]) -> tuple[int, int, int]:
-    """Per axis, the product of the strides: every patch side must be divisible by it."""
-    return tuple(math.prod(level[a] for level in strides) for a in range(3))  # type: ignore[return-value]
-
-
 def activation_load(patch: Sequence[int], strides: Sequence[Sequence[int]]) -> float:
     """Σ over the five resolution levels of VNet width × feature-map voxels (nnU-Net's VRAM proxy, PLANNING §1)."""
     voxels = float(math.prod(patch))
@@ -225,7 +221,7 @@ def _fit_divisors(patch: list[int], spacing: Sequence[float]) -> tuple[list[int]
     """Round each side down to a multiple of its stride product, recomputing the topology until both agree."""
     while True:
         strides = topology(patch, spacing)
-        step = divisors(strides)
+        step = size_divisor(strides)
         fitted = [max(d, (p // d) * d) for p, d in zip(patch, step)]
         if fitted == patch:
             return patch, strides
@@ -255,7 +251,7 @@ def choose_patch(
     usable = MEMORY_HEADROOM * budget_gib
     shrunk = False
     while memory_gib(patch, strides, batch) > usable:
-        step = divisors(strides)
+        step = size_divisor(strides)
         shrinkable = [a for a in range(3) if patch[a] - step[a] >= step[a]]
         if not shrinkable:
             break
@@ -277,7 +273,7 @@ def choose_patch(
     why = (
         f"covers {_fmt([round(c * 100) for c in cover])} % of the median shape {list(median_shape)}"
         + (f", limited by {limit}" if limit else "")
-        + f"; sides divisible by the stride products {list(divisors(strides))}; "
+        + f"; sides divisible by the stride products {list(size_divisor(strides))}; "
         f"≈ {estimate:.2f} GiB fp32 at batch {batch} (5.26 GiB measured at 112×112×80, batch 4, H200, scaled by "
         f"VNet activations × batch) of {usable:.1f} usable (80 % of {budget_gib:g} GiB)"
     )

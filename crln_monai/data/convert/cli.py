@@ -14,7 +14,16 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["run_converter", "unknown_options"]
+__all__ = [
+    "CONVERTERS",
+    "console_main",
+    "converter_main",
+    "prepare_brats19_main",
+    "prepare_la_main",
+    "prepare_pancreas_ct_main",
+    "run_converter",
+    "unknown_options",
+]
 
 
 def unknown_options(function: Callable[..., Any], argv: Sequence[str]) -> list[str]:
@@ -53,3 +62,40 @@ def run_converter(function: Callable[..., Any], argv: Sequence[str] | None, name
             parts.append(f"unknown option {option}{hint}")
         raise ValueError(f"{name}: {'; '.join(parts)}; the options are {', '.join('--' + o for o in options)}.")
     fire.Fire(function, command=command, name=name, serialize=str)
+
+
+CONVERTERS: dict[str, str] = {"la": "prepare_la", "pancreas_ct": "prepare_pancreas_ct", "brats19": "prepare_brats19"}
+"""Data set name → converter function of :mod:`crln_monai.data.convert` (the console scripts' names follow)."""
+
+
+def converter_main(dataset: str, argv: Sequence[str] | None = None) -> None:
+    """Run the converter of ``dataset`` (a key of :data:`CONVERTERS`) on ``argv`` (default ``sys.argv[1:]``)."""
+    from crln_monai.data import convert
+
+    if dataset not in CONVERTERS:
+        raise ValueError(f"unknown data set {dataset!r}; the converters are {', '.join(CONVERTERS)}.")
+    name = CONVERTERS[dataset]
+    run_converter(getattr(convert, name), argv, name)
+
+
+def console_main(dataset: str, argv: Sequence[str] | None = None) -> None:
+    """:func:`converter_main` for a console script: a refused input ends with its one-line message and status 1."""
+    try:
+        converter_main(dataset, argv)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def prepare_la_main() -> None:
+    """``crln-prepare-la``: UA-MT h5 or challenge NRRD files → NIfTI Decathlon folder."""
+    console_main("la")
+
+
+def prepare_pancreas_ct_main() -> None:
+    """``crln-prepare-pancreas-ct``: TCIA DICOM + NIfTI labels → NIfTI Decathlon folder."""
+    console_main("pancreas_ct")
+
+
+def prepare_brats19_main() -> None:
+    """``crln-prepare-brats19``: BraTS 2019 folders → NIfTI Decathlon folder."""
+    console_main("brats19")

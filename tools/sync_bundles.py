@@ -15,8 +15,8 @@ bundle gets from ``crln_monai.bundle.export``).
 
 Usage::
 
-    python scripts/sync_bundles.py            # (re)write the generated files
-    python scripts/sync_bundles.py --check    # write nothing; exit 1 and list the out-of-date files
+    python tools/sync_bundles.py            # (re)write the generated files
+    python tools/sync_bundles.py --check    # write nothing; exit 1 and list the out-of-date files
 
 ``--root DIR`` points at another repository root (default: the one this script sits in).
 """
@@ -70,7 +70,7 @@ LIBRARY_COPIES: dict[str, str] = {"crln_monai/bundle/inference.json": "bundles/l
 """Library file → the reference file it is a verbatim copy of (paths relative to the repository root)."""
 
 GENERATED_KEY = "_generated_"
-GENERATED_NOTE = "by scripts/sync_bundles.py from bundles/la; edit bundles/la or the script, not this file"
+GENERATED_NOTE = "by tools/sync_bundles.py from bundles/la; edit bundles/la or the script, not this file"
 
 BUNDLE_VALUES: dict[str, dict[str, Any]] = {
     # NIH Pancreas-CT, default protocol Pancreas-6 (protocol_pancreas12.json for 12 labels). Weak pipeline:
@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in stale:
             print(f"out of date: {path.relative_to(root)}", file=sys.stderr)
         if stale:
-            print("run `python scripts/sync_bundles.py` to regenerate them.", file=sys.stderr)
+            print("run `python tools/sync_bundles.py` to regenerate them.", file=sys.stderr)
         return 1 if stale else 0
     for path in write_generated(root, args.bundles):
         print(f"wrote {path.relative_to(root)}")

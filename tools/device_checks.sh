@@ -5,7 +5,7 @@
 #   speed     scripts/benchmark_speed.py (fp32, bf16, bf16 + torch.compile)
 #   accuracy  the time-to-accuracy run on real LA data (scripts/la_accuracy.py --protocol gpu)
 #   sw        scripts/benchmark_sliding_window.py over the 20 LA test volumes
-# Choose with CHECKS (default: all, in this order), e.g. `CHECKS="tests profile" bash scripts/device_checks.sh`;
+# Choose with CHECKS (default: all, in this order), e.g. `CHECKS="tests profile" bash tools/device_checks.sh`;
 # TESTS_K selects tests (pytest -k), ACC_COMPILE=yes|auto|no trains the accuracy run with torch.compile (auto:
 # when the speed check measured it), TRAIN_SECONDS (TRAIN_SECONDS_COMPILE when compiling: compilation happens
 # inside the training run) sets the iteration budget, the *_TIMEOUT variables bound each check.
