@@ -332,6 +332,7 @@ SCHEMA: dict[str, KeySpec] = {
     "validate": structural(),
     "test": structural(),
     "resume_objects": structural(),
+    "resume_from": structural("the checkpoint a run resumes from, or None (crln_monai.handlers.resume_source)"),
     "resume_saver": structural(),
     "resume_loader": structural(),
     "input_files": structural("lists the input folder"),

@@ -94,6 +94,22 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = None) -> Mappin
     return checkpoint
 
 
+def resume_source(resume: bool | str | None, default: str | os.PathLike) -> str | None:
+    """The checkpoint a run resumes from, or ``None`` for a fresh start (the bundle key ``resume``).
+
+    ``None``/``False``: a fresh start. ``True``: ``default`` (``<ckpt_dir>/resume.pt``; refused later when missing).
+    ``"auto"``: ``default`` when it exists, else a fresh start, so the same command starts a run and continues it
+    after an interruption (a job with a time limit, run again until done). A path: that checkpoint.
+    """
+    if resume is None or resume is False:
+        return None
+    if resume is True:
+        return str(default)
+    if resume == "auto":
+        return str(default) if os.path.isfile(default) else None
+    return str(resume)
+
+
 def check_checkpoint(
     path: str | os.PathLike, settings: Mapping[str, Any] | None = None, objects: Sequence[str] = ()
 ) -> None:
