@@ -49,6 +49,9 @@ def test_full_method_runs_and_logs_every_term():
         assert torch.isfinite(out[key]), key
     assert out["rectifying"] == 1
     assert torch.isnan(out["pseudo_label_dice"])  # unlabelled volumes have no labels here
+    from crln_monai.engines.outputs import TRAINING_SCALARS  # what history.csv records: exactly the scalars given
+
+    assert set(out) == {"image", "label", *TRAINING_SCALARS}
     # teacher = EMA of the student; the rectifier is shared (copied), not averaged
     assert torch.equal(teacher.rectifier.raw_mu, net.rectifier.raw_mu)
     assert trainer.teacher_ema.step == 2

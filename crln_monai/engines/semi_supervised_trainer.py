@@ -19,6 +19,7 @@ from ..utils import amp_dtype as _amp_dtype
 from ..utils import epoch_seed
 from ..utils import unwrap_model as _unwrap
 from .distributed import all_reduce_mean_, any_across_ranks, batchnorm_statistics, is_distributed
+from .outputs import PSEUDO_LABEL_QUALITY
 from .pseudo_label_quality import confident_share, pseudo_label_dice
 
 __all__ = ["SemiSupervisedTrainer"]
@@ -234,7 +235,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             "loss_mu": _detach(loss_mu),
             "mu": nan if mu is None else mu.detach().reshape(()),
             "rectifying": torch.full((), float(rectifying), device=image.device),  # a fill: no blocking copy
-            **{k: stats.get(k, nan) for k in _QUALITY_KEYS},
+            **{k: stats.get(k, nan) for k in PSEUDO_LABEL_QUALITY},
         }
         if engine.state.iteration % engine.check_interval == 0:
             engine.check_finite()
@@ -309,7 +310,6 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         return loss_mu
 
 
-_QUALITY_KEYS = ("confident_share", "confident_share_rectified", "pseudo_label_dice", "pseudo_label_dice_rectified")
 
 
 def _plain(x: torch.Tensor) -> torch.Tensor:

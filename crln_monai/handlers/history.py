@@ -12,15 +12,13 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from ..engines.outputs import TRAINING_SCALARS
 from .checkpoint import atomic_write
 
 __all__ = ["TrainingHistory", "plot_training_curves", "read_history"]
 
-#: the scalars of SemiSupervisedTrainer's output that are recorded, in column order
-SCALARS = (
-    "loss", "loss_sup", "loss_relation", "loss_u", "loss_cp", "loss_mu", "mu", "rectifying",
-    "confident_share", "confident_share_rectified", "pseudo_label_dice", "pseudo_label_dice_rectified",
-)  # fmt: skip
+SCALARS = TRAINING_SCALARS
+"""The scalars of SemiSupervisedTrainer's output that are recorded, in column order."""
 
 
 class TrainingHistory:
