@@ -41,7 +41,7 @@ from torch import nn
 
 from .settings import cli_value, plain
 
-__all__ = ["INFERENCE_TEMPLATE", "BundleExporter", "export_bundle", "export_name", "inference_config"]
+__all__ = ["INFERENCE_TEMPLATE", "BundleExporter", "export_bundle", "export_name", "inference_config", "record_test_results"]
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from crln_monai.losses.cps import CPS_POSITIVES, CPS_PROTOTYPE_REDUCTIONS, CPS_X
 from crln_monai.losses.pseudo_label import PSEUDO_LABEL_WEIGHTINGS
 from crln_monai.networks.backbone import check_spatial_size, normalise_strides, size_divisor
 from crln_monai.networks.crln import BACKBONES
-from crln_monai.networks.dim import _LEVEL_MODES as DIM_LEVEL_MODES
+from crln_monai.networks.dim import LEVEL_MODES as DIM_LEVEL_MODES
 from crln_monai.networks.dim import AGGREGATIONS
 from crln_monai.networks.rectifier import RECTIFIER_MODES
 from crln_monai.utils import AMP_DTYPES
@@ -348,6 +348,7 @@ SCHEMA: dict[str, KeySpec] = {
     "rank_seed": structural(),
     "ddp_network": structural(),
     "initialize": structural(),
+    "training_checks": structural("the inputs of a training run, checked before any work (run lists reference it)"),
     "training": structural(),
     "evaluating": structural(),
     "inference": structural(),

@@ -110,30 +110,19 @@ def resume_source(resume: bool | str | None, default: str | os.PathLike) -> str 
     return str(resume)
 
 
-def check_checkpoint(
-    path: str | os.PathLike, settings: Mapping[str, Any] | None = None, objects: Sequence[str] = ()
-) -> None:
-    """Refuse a checkpoint before any work: unreadable (:func:`read_checkpoint`), trained with other ``settings``, or
-    without the ``objects`` a run will load from it.
+def check_checkpoint(path: str | os.PathLike, settings: Mapping[str, Any] | None, objects: Sequence[str]) -> None:
+    """Refuse a checkpoint before any work: unreadable, trained with other ``settings``, or without the ``objects``
+    a run will load from it — :meth:`CheckedCheckpointLoader.check` without the objects themselves.
 
     Meant for a run list ahead of the data loading, e.g. ``--resume True`` with a missing, broken or foreign
-    ``resume.pt`` is then refused before the cache fills instead of when the trainer starts;
-    :class:`CheckedCheckpointLoader` repeats the checks when it loads (one more read of the file). Returns nothing,
-    so the run list keeps no copy of the weights.
+    ``resume.pt`` is then refused before the cache fills instead of when the trainer starts (building the objects
+    would build the data set); the loader repeats the checks when it loads. Returns nothing, so the run list keeps
+    no copy of the weights.
 
     Raises:
-        FileNotFoundError, CheckpointError: as :func:`read_checkpoint`; a settings difference (each setting named
-            with both values and the override); missing objects (``has no ['student'] (it holds [...])``).
+        FileNotFoundError, CheckpointError: as :meth:`CheckedCheckpointLoader.check`.
     """
-    checkpoint = read_checkpoint(path, map_location="cpu")
-    stored = checkpoint.get("settings")
-    if settings is not None and isinstance(stored, Mapping):
-        differences = settings_differences(stored, settings)
-        if differences:
-            raise CheckpointError(describe_differences(f"checkpoint {path}", differences))
-    missing = [k for k in objects if k not in checkpoint]
-    if missing:
-        raise CheckpointError(f"checkpoint {path} has no {missing} (it holds {sorted(map(str, checkpoint))}).")
+    CheckedCheckpointLoader(path, dict.fromkeys(objects), settings, map_location="cpu").check()
 
 
 def _names(keys: list[str]) -> str:

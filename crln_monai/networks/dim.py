@@ -49,6 +49,7 @@ from .backbone import Strides, normalise_strides, size_divisor
 
 __all__ = [
     "AGGREGATIONS",
+    "LEVEL_MODES",
     "ClassCueAggregation",
     "DynamicInteractionModule",
     "PrototypeCrossAttention",
@@ -58,7 +59,7 @@ __all__ = [
 AGGREGATIONS = ("sum", "spatial", "conv", "cross_class")
 """The aggregation switches of METHOD.md Table 6, in the order the paper adds them."""
 
-_LEVEL_MODES = ("last", "all")
+LEVEL_MODES = ("last", "all")
 _PROTOTYPE_INITS = ("zeros", "normal")
 
 
@@ -355,8 +356,8 @@ class DynamicInteractionModule(nn.Module):
             )
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}.")
-        if levels not in _LEVEL_MODES:
-            raise ValueError(f"levels must be one of {_LEVEL_MODES}, got {levels!r}.")
+        if levels not in LEVEL_MODES:
+            raise ValueError(f"levels must be one of {LEVEL_MODES}, got {levels!r}.")
         if prototype_init not in _PROTOTYPE_INITS:
             raise ValueError(f"prototype_init must be one of {_PROTOTYPE_INITS}, got {prototype_init!r}.")
         if not 0.0 <= drop_path <= 1.0:
