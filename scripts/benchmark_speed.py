@@ -1,21 +1,24 @@
 """Seconds per training iteration and peak memory: full CRLN vs the same trainer's mean teacher (DESIGN §4).
 
-Both methods run through :class:`crln_monai.engines.SemiSupervisedTrainer.run` on a list of pre-made device
-batches of random volumes (2 labelled + 2 unlabelled), rectification active from iteration 1
-(``rectify_start=0``). An Ignite handler times each iteration between ``ITERATION_STARTED`` and
-``ITERATION_COMPLETED`` (with ``torch.cuda.synchronize`` on a GPU), after the warm-up iterations.
-
-* CRLN: ``CRLN(use_dim=True, use_projection=True)``, ``CPSLoss()``, ``StrongAugment()``, the μ optimiser.
-* mean teacher: the same trainer with ``use_dim=False``, ``cps_loss=None``,
-  ``StrongAugment(cutmix=False, noise=False)`` and a CRLN built without DIM and projection head.
+Both methods are the LA bundle's trainer, built as users build it: ``monai.bundle.ConfigWorkflow`` over
+``bundles/la/configs/train.json`` plus the ablation file of the method (``configs/ablation/crln_full.json`` for
+CRLN, ``configs/ablation/mean_teacher.json`` for the mean teacher; :func:`build_trainer` takes any rung of
+``crln_monai.bundle.ABLATION_LADDER``), so every hyper-parameter comes from the bundle. The benchmark overrides only
+what it must: the patch, device, precision and compilation, batch 2 + 2, the seed, rectification active from
+iteration 1 (``rectify_start=0``), a temporary ``bundle_root``, no dataset (``datalist`` empty, no validation) and,
+of the trainer's handlers, only the LR schedulers and the non-finite check. The trainer runs on a list of pre-made
+device batches of random volumes (2 labelled + 2 unlabelled). An Ignite handler times each iteration between
+``ITERATION_STARTED`` and ``ITERATION_COMPLETED`` (with ``torch.cuda.synchronize`` on a GPU), after the warm-up
+iterations.
 
 Variants: ``fp32``, ``bf16`` (``amp_dtype="bfloat16"``), ``bf16_compile`` (bf16 + ``compile=True``; GPU default),
 ``fp32_compile`` (on request: ``--variants fp32_compile``).
 Peak memory: ``torch.cuda.max_memory_allocated`` over the timed iterations on a GPU; on the CPU the peak resident
 set size over the timed iterations (Linux ``/proc/self/clear_refs`` resets the high-water mark), else skipped.
 
-``--forward_backward_only`` times one student forward + backward of ``CRLN`` on a 2 + 2 batch (labelled with
-DIM and projection head, unlabelled with the projection head) against the bare ``VNet`` on the same 4 volumes.
+``--forward_backward_only`` times one student forward + backward of the bundle's ``CRLN`` (``network_def`` of
+``train.json`` + ``crln_full.json``) on a 2 + 2 batch (labelled with DIM and projection head, unlabelled with the
+projection head) against its bare backbone (the ``VNet``) on the same 4 volumes.
 
 Examples::
 
@@ -32,9 +35,12 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import sys
+import tempfile
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,15 +48,22 @@ from typing import Any
 import torch
 
 __all__ = [
+    "BATCH",
+    "BUNDLE",
     "GPU_TARGETS",
     "IterationTimer",
+    "METHODS",
     "PeakMemory",
     "build_trainer",
+    "build_workflow",
+    "bundle_parser",
+    "kept_handlers",
     "command_line",
     "machine_info",
     "main",
     "make_batches",
     "parse_args",
+    "rung",
     "time_forward_backward",
     "time_trainer",
     "write_json",
@@ -65,6 +78,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
 #: DESIGN §4 targets (GPU, H100/H200, LA setting 112x112x80, batch 2+2); the ratio target holds on the CPU too.
 GPU_TARGETS = {"fp32_s": 0.10, "bf16_compile_s": 0.06, "peak_memory_gib": 4.0, "ratio": 1.4}
 GIB = 2**30
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "la"
+TRAIN_CONFIG = BUNDLE / "configs" / "train.json"
+#: the benchmark's names (its result keys) -> ablation rung of the bundle; any rung is accepted by its own name too.
+METHODS = {"crln": "crln_full", "mean_teacher": "mean_teacher"}
+#: the DESIGN §4 batch: labelled + unlabelled volumes per iteration.
+BATCH = {"labelled": 2, "unlabelled": 2}
+#: the trainer handlers of train.json a benchmark keeps (by class name); the others need the dataset (EpochSeeder,
+#: validation) or write checkpoints, exports, logs and progress bars, none of which belongs to a timed iteration.
+KEPT_HANDLERS = ("LrScheduleHandler", "NonFiniteCheck")
 
 
 # ------------------------------------------------------------------------------------------ shared helpers
@@ -242,6 +264,89 @@ def make_batches(
     return [made[i % len(made)] for i in range(count)]
 
 
+def rung(method: str) -> str:
+    """The ablation rung of ``method``: a rung of ``ABLATION_LADDER``, or ``"crln"`` (``crln_full``).
+
+    Raises:
+        ValueError: neither.
+    """
+    from crln_monai.bundle import ABLATION_LADDER
+
+    name = METHODS.get(method, method)
+    if name not in ABLATION_LADDER:
+        raise ValueError(f"method must be one of {[*METHODS, *ABLATION_LADDER]}, got {method!r}.")
+    return name
+
+
+def _config_files(method: str) -> list[str]:
+    from crln_monai.bundle import ablation_file
+
+    return [str(TRAIN_CONFIG), str(ablation_file(BUNDLE, rung(method)))]
+
+
+def kept_handlers(train: dict[str, Any]) -> list[dict[str, Any]]:
+    """The handler components (raw config) of the lists under a bundle's ``train`` section whose class is one of
+    :data:`KEPT_HANDLERS`, in their order."""
+    return [
+        item
+        for value in train.values()
+        if isinstance(value, list)
+        for item in value
+        if isinstance(item, dict) and str(item.get("_target_", "")).rsplit(".", 1)[-1] in KEPT_HANDLERS
+    ]
+
+
+def build_workflow(
+    method: str,
+    batches: list[dict[str, torch.Tensor]],
+    patch_size: Sequence[int],
+    device: torch.device,
+    work_dir: str | os.PathLike,
+    amp_dtype: str | None = None,
+    compile: bool = False,
+    seed: int = 0,
+) -> Any:
+    """The LA bundle's training workflow for ``method`` over ``batches``, initialised (its ``initialize`` list ran).
+
+    ``ConfigWorkflow(config_file=[train.json, configs/ablation/<rung>.json], workflow_type="train")`` with the
+    benchmark's overrides: ``patch_size``, ``device``, ``amp_dtype``, ``compile``, ``seed``, batch 2 + 2, one epoch
+    of ``len(batches)`` iterations, ``rectify_start=0``, ``bundle_root``/``ckpt_dir``/``output_dir`` under
+    ``work_dir``, an empty ``datalist`` (nothing is read from disk, no validation), ``train::dataloader`` the list
+    of batches and the trainer's handlers reduced to :func:`kept_handlers` (the LR schedulers, the non-finite
+    check). The cuDNN flags that the bundle's ``set_determinism`` (``initialize``) sets are put back afterwards, so
+    they stay the benchmark's (``--cudnn_benchmark``, deterministic off).
+    """
+    from monai.bundle import ConfigWorkflow
+
+    root = Path(work_dir)
+    overrides = {
+        "bundle_root": str(root),
+        "ckpt_dir": str(root / "models"),
+        "output_dir": str(root / "eval"),
+        "device": f"$torch.device({str(device)!r})",
+        "patch_size": [int(s) for s in patch_size],
+        "amp_dtype": amp_dtype,
+        "compile": compile,
+        "seed": seed,
+        "rectify_start": 0,
+        "labelled_batch_size": BATCH["labelled"],
+        "unlabelled_batch_size": BATCH["unlabelled"],
+        "max_epochs": 1,
+        "epoch_length": len(batches),
+        "datalist": {"labelled": [], "unlabelled": [], "validation": []},
+        "train::dataloader": batches,
+    }
+    workflow = ConfigWorkflow(
+        config_file=_config_files(method), meta_file=str(BUNDLE / "configs" / "metadata.json"), logging_file=False,
+        workflow_type="train", **overrides,
+    )  # fmt: skip
+    workflow.parser["train::trainer::train_handlers"] = kept_handlers(workflow.parser["train"])
+    cudnn = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    workflow.initialize()
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
+    return workflow
+
+
 def build_trainer(
     method: str,
     batches: list[dict[str, torch.Tensor]],
@@ -250,44 +355,31 @@ def build_trainer(
     amp_dtype: str | None = None,
     compile: bool = False,
     seed: int = 0,
+    work_dir: str | os.PathLike | None = None,
 ) -> Any:
-    """A :class:`SemiSupervisedTrainer` for ``method`` (``"crln"`` or ``"mean_teacher"``) over ``batches``.
+    """The LA bundle's :class:`SemiSupervisedTrainer` (``train::trainer``) for ``method`` over ``batches``.
 
-    Settings follow the LA bundle: SGD (lr 2.5e-3, momentum 0.9, Nesterov, weight decay 5e-4), 16 prototypes,
-    256 anchors / 512 negatives, rectification from the first iteration.
+    ``method``: a rung of ``ABLATION_LADDER`` or ``"crln"`` (= ``crln_full``); see :func:`build_workflow`. Without
+    ``work_dir`` the workflow's folders go to a temporary folder removed with the trainer.
     """
-    from crln_monai.engines import SemiSupervisedTrainer
-    from crln_monai.losses import CPSLoss
-    from crln_monai.networks import CRLN
-    from crln_monai.transforms import StrongAugment
+    temporary = work_dir is None
+    if temporary:
+        work_dir = tempfile.mkdtemp(prefix="crln_benchmark_")
+    workflow = build_workflow(method, batches, patch_size, device, work_dir, amp_dtype, compile, seed)
+    trainer = workflow.parser.get_parsed_content("train::trainer")
+    if temporary:
+        weakref.finalize(trainer, shutil.rmtree, work_dir, ignore_errors=True)
+    return trainer
 
-    if method not in ("crln", "mean_teacher"):
-        raise ValueError(f"method must be 'crln' or 'mean_teacher', got {method!r}.")
-    crln = method == "crln"
-    torch.manual_seed(seed)
-    network = CRLN(patch_size=patch_size, use_dim=crln, use_projection=crln).to(device)
-    teacher = copy.deepcopy(network).requires_grad_(False)
-    sgd = dict(lr=2.5e-3, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    optimizer = torch.optim.SGD(network.student_parameters(), **sgd)
-    rectifier_optimizer = torch.optim.SGD(network.rectifier.parameters(), **sgd) if crln else None
-    return SemiSupervisedTrainer(
-        device=device,
-        max_epochs=1,
-        train_data_loader=batches,
-        network=network,
-        teacher=teacher,
-        optimizer=optimizer,
-        rectifier_optimizer=rectifier_optimizer,
-        labelled_batch_size=2,
-        cps_loss=CPSLoss() if crln else None,
-        strong_augment=StrongAugment() if crln else StrongAugment(cutmix=False, noise=False),
-        use_dim=crln,
-        rectify_start=0,
-        amp_dtype=amp_dtype,
-        compile=compile,
-        seed=seed,
-        epoch_length=len(batches),
-    )
+
+def bundle_parser(method: str, **overrides: Any) -> Any:
+    """A ``ConfigParser`` of ``train.json`` + the ablation file of ``method``, updated with ``overrides``."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(_config_files(method))
+    parser.update(overrides)
+    return parser
 
 
 def _summary(times: list[float]) -> dict[str, Any]:
@@ -304,7 +396,7 @@ def time_trainer(
     method: str, variant: str, patch_size: Sequence[int], device: torch.device, warmup: int, timed: int, seed: int = 0
 ) -> dict[str, Any]:
     """Run ``warmup + timed`` iterations of ``method`` under ``variant``; median s/iteration and peak memory."""
-    batches = make_batches(warmup + timed, patch_size, device, seed=seed)
+    batches = make_batches(warmup + timed, patch_size, device, BATCH["labelled"], BATCH["unlabelled"], seed=seed)
     trainer = build_trainer(method, batches, patch_size, device, seed=seed, **VARIANTS[variant])
     memory = PeakMemory(device)
     timer = IterationTimer(device, warmup, memory)
@@ -322,15 +414,17 @@ def time_trainer(
 def time_forward_backward(
     variant: str, patch_size: Sequence[int], device: torch.device, warmup: int, timed: int, seed: int = 0
 ) -> dict[str, Any]:
-    """One student forward + backward: ``CRLN`` on 2 labelled (DIM + projection) + 2 unlabelled (projection)
-    volumes vs the bare ``VNet`` on the same 4; median seconds and peak memory of each, and their ratio."""
-    from crln_monai.networks import CRLN, VNet
-
+    """One student forward + backward: the bundle's ``CRLN`` (``crln_full``) on 2 labelled (DIM + projection) + 2
+    unlabelled (projection) volumes vs its bare backbone (``VNet``) on the same 4; median seconds and peak memory
+    of each, and their ratio."""
     settings = VARIANTS[variant]
     torch.manual_seed(seed)
-    image = torch.rand(4, 1, *patch_size, device=device)
-    crln = CRLN(patch_size=patch_size).to(device).train()
-    vnet = VNet().to(device).train()
+    parser = bundle_parser("crln", patch_size=[int(s) for s in patch_size])
+    network = parser.get_parsed_content("network_def")
+    lb, volumes = BATCH["labelled"], BATCH["labelled"] + BATCH["unlabelled"]
+    image = torch.rand(volumes, parser.get_parsed_content("in_channels"), *patch_size, device=device)
+    crln = network.to(device).train()
+    vnet = copy.deepcopy(network.backbone).to(device).train()
     crln_call = torch.compile(crln) if settings["compile"] else crln
     vnet_call = torch.compile(vnet) if settings["compile"] else vnet
 
@@ -341,8 +435,8 @@ def time_forward_backward(
     def crln_step() -> None:
         crln.zero_grad(set_to_none=True)
         with autocast():
-            out_l = crln_call(image[:2], with_dim=True, with_embedding=True)
-            out_u = crln_call(image[2:], with_dim=False, with_embedding=True)
+            out_l = crln_call(image[:lb], with_dim=True, with_embedding=True)
+            out_u = crln_call(image[lb:], with_dim=False, with_embedding=True)
         outputs = (out_l.logits, out_l.relation_map, out_l.embedding, out_u.logits, out_u.embedding)
         loss = sum(t.float().mean() for t in outputs)
         loss.backward()

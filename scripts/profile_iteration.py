@@ -1,7 +1,8 @@
 """Where a training iteration spends its time: host dispatch and device kernels per phase, and host syncs.
 
-A diagnostic companion of ``benchmark_speed.py`` (same trainers, same random batches): it runs ``--warmup``
-iterations, then profiles ``--iterations`` more with ``torch.profiler`` and reports, per iteration,
+A diagnostic companion of ``benchmark_speed.py`` (same trainers, built by its ``build_trainer`` from the LA bundle's
+``train.json`` + the ablation file of each method through ``ConfigWorkflow``; same random batches): it runs
+``--warmup`` iterations, then profiles ``--iterations`` more with ``torch.profiler`` and reports, per iteration,
 
 * per phase of Algorithm 1 (teacher pseudo-labels, strong augmentation, student forwards, losses, CPS, optimiser
   step, μ step, EMA; "backward" is the autograd thread on CUDA — on the CPU it runs inside the main thread and
@@ -35,8 +36,12 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from crln_monai.bundle import ABLATION_LADDER
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_speed import (  # noqa: E402
+    BATCH,
+    METHODS,
     VARIANTS,
     IterationTimer,
     _sync,
@@ -111,7 +116,7 @@ def profile_trainer(
     """Profile ``timed`` iterations of ``method`` under ``variant`` after ``warmup``; per-iteration figures."""
     from ignite.engine import Events
 
-    batches = make_batches(warmup + timed, patch_size, device, seed=seed)
+    batches = make_batches(warmup + timed, patch_size, device, BATCH["labelled"], BATCH["unlabelled"], seed=seed)
     trainer = build_trainer(method, batches, patch_size, device, seed=seed, **VARIANTS[variant])
     timer = IterationTimer(device, warmup)
     timer.attach(trainer)
@@ -208,7 +213,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=None, help="default: CUDA 5, CPU 2")
     parser.add_argument("--iterations", type=int, default=None, help="profiled iterations (default: CUDA 5, CPU 2)")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["fp32", "bf16"])
-    parser.add_argument("--methods", nargs="+", choices=("crln", "mean_teacher"), default=["crln", "mean_teacher"])
+    parser.add_argument(
+        "--methods", nargs="+", choices=[*METHODS, *ABLATION_LADDER], default=list(METHODS),
+        help="the LA bundle's trainer under this ablation rung ('crln' = crln_full; default: crln mean_teacher)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="profile_iteration.json")
     args = parser.parse_args(argv)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from crln_monai.bundle import verify_bundle_metadata
 from crln_monai.data import make_synthetic_dataset
@@ -128,6 +129,11 @@ def test_resume_continues_to_the_same_teacher_best_model_and_history(tmp_path):
         assert [r["iteration"] for r in _history(tmp_path / run)] == ["1.0", "2.0", "3.0", "4.0"]
         assert _history(tmp_path / run) == _history(tmp_path / "a")
         assert sorted(os.listdir(tmp_path / run / "models")) == ["model.pt", "model_last.pt", "resume.pt"]
+        # TensorBoard: training scalars per iteration and validation metrics at the trainer's iteration, each once
+        events = EventAccumulator(str(tmp_path / run / "eval" / "tensorboard"))
+        events.Reload()
+        assert [e.step for e in events.Scalars("loss")] == [1, 2, 3, 4]
+        assert [e.step for e in events.Scalars("val_mean_dice")] == [2, 4]
         best = [(s.best_metric, s.best_metric_epoch) for s in (_evaluator_state(straight), _evaluator_state(resumed))]
         if run == "b":  # the best model, metric and epoch of the uninterrupted run
             assert best[1] == best[0]

@@ -30,10 +30,11 @@ def _items() -> list[dict]:
         if drop is not None:
             pred[pred == drop] = 0
         meta = {"affine": torch.as_tensor(AFFINE), "filename_or_obj": f"/data/imagesTs/case_{i}_0000.nii.gz"}
+        label_meta = {**meta, "filename_or_obj": f"/data/labelsTs/case_{i}.nii.gz"}
         image = np.random.default_rng(i).random((1, 12, 12, 8)).astype(np.float32)
         items.append({
             "image": MetaTensor(torch.from_numpy(image), meta=dict(meta)),
-            "label": MetaTensor(torch.from_numpy(label[None]), meta=dict(meta)),
+            "label": MetaTensor(torch.from_numpy(label[None]), meta=label_meta),
             "pred": torch.from_numpy(pred[None]),
         })  # fmt: skip
     return items
@@ -150,3 +151,18 @@ def test_bundle_evaluation_without_test_cases_names_the_datalist(tmp_path):
     assert any(str(Path(data) / "mine.json") in m and "test" in m for m in chain), chain
     assert (tmp_path / "eval" / "summary.md").read_text() == "previous report"
     assert not (tmp_path / "eval" / "summary.json").exists()
+
+
+def test_case_ids_come_from_the_datalist_when_the_batch_carries_them(tmp_path):
+    """``la_0012`` looks like a channel suffix: the datalist's id is used as it is, not parsed again."""
+    items = _items()
+    for item, case in zip(items, ("la_0012", "la_0013")):
+        item["case"] = case
+    handler = CaseMetricsReport(tmp_path, num_classes=4, class_names=NAMES, num_resamples=5)
+    engine = Engine(lambda e, batch: [batch])
+    handler.attach(engine)
+    engine.run(items, max_epochs=1)
+    with open(tmp_path / "per_case.csv", newline="") as f:
+        assert sorted({r["case"] for r in csv.DictReader(f)}) == ["la_0012", "la_0013"]
+    assert case_report_handler.case_id({"filename_or_obj": "/x/labelsTs/la_0012.nii.gz"}, "f") == "la_0012"
+    assert case_report_handler.case_id({}, "case_007") == "case_007"

@@ -11,8 +11,10 @@ from ignite.metrics import Metric
 from monai.engines import SupervisedEvaluator
 from monai.handlers import CheckpointLoader
 
-from crln_monai.handlers import AtomicCheckpointSaver, BestMetric, TrainingHistory, atomic_save
-from crln_monai.handlers import remove_stale_temporaries
+from monai.handlers import TensorBoardStatsHandler
+
+from crln_monai.handlers import AtomicCheckpointSaver, BestMetric, RunSummaryWriter, TrainingHistory, atomic_save
+from crln_monai.handlers import every, host_scalars, remove_stale_temporaries
 from crln_monai.handlers.history import read_history
 
 
@@ -140,8 +142,12 @@ class _Trainer(Engine):
 
 
 def _history_run(out, offset, max_epochs, resume_iteration=0, terminate_at=None):
-    history = TrainingHistory(out, interval=1, log_dir=str(out / "tensorboard"))
+    """The history and TensorBoard handlers of train.json's ``train::reporting`` on a toy trainer."""
+    history = TrainingHistory(out, interval=1)
+    writer = RunSummaryWriter(out / "tensorboard")
     engine = _Trainer(offset)
+    TensorBoardStatsHandler(writer, iteration_log=every(1), epoch_log=False, output_transform=host_scalars).attach(engine)
+    writer.attach(engine)
     history.attach(engine)
     if resume_iteration:  # what CheckpointLoader does at STARTED, attached after the handlers
         state = {"iteration": resume_iteration, "epoch_length": 2, "max_epochs": max_epochs}
@@ -167,7 +173,7 @@ def test_a_resumed_history_continues_the_csv_the_figure_and_tensorboard(tmp_path
     assert (tmp_path / "training_curves.png").stat().st_size > 0
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
-    scalars = [(e.step, round(e.value, 4)) for e in events.Scalars("train/loss")]
+    scalars = [(e.step, round(e.value, 4)) for e in events.Scalars("loss")]
     assert scalars == [(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.4), (5, 100.5), (6, 100.6)]
 
     fresh = _history_run(tmp_path, offset=0.0, max_epochs=1)  # a new run in the same folder starts a new history
@@ -179,3 +185,27 @@ def test_a_history_csv_that_is_not_numbers_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"history.csv: line 3 is not a row of numbers"):
         read_history(tmp_path / "history.csv")
     assert read_history(tmp_path / "absent.csv") == []
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, umask_027):
+    """Ignite's Checkpoint removes a file of the same name before writing; the saver's disk handler must not."""
+    net = torch.nn.Linear(2, 1)
+    saver = AtomicCheckpointSaver(tmp_path, {"model": net}, "model_last.pt")
+    path = saver.save()
+    before = path.read_bytes()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # the umask's mode, not Ignite's 0600 + group/other read
+    net.state_dict = lambda: {"w": lambda: None}  # cannot be pickled: the next write fails
+    with pytest.raises(Exception):
+        saver.save()
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["model_last.pt"]
+
+
+def test_host_scalars_reads_once_and_keeps_the_tensors():
+    nan = float("nan")
+    loss = torch.tensor(0.5)
+    output = {"image": torch.zeros(2), "loss": loss, "mu": nan, "loss_u": torch.tensor([0.25])}
+    assert host_scalars(output) == {"loss": 0.5, "loss_u": 0.25}  # NaN (a switched-off term) left out
+    assert output["loss"] is loss and output["host_scalars"] == {"loss": 0.5, "loss_u": 0.25}
+    output["loss"] = torch.tensor(9.0)  # a second reader of the same output gets the values read once
+    assert host_scalars(output) == {"loss": 0.5, "loss_u": 0.25}
+    assert [i for i in range(1, 10) if every(4)(None, i)] == [4, 8] and every(0)(None, 3)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from crln_monai.networks import CRLN, RectifiedPrediction
+from crln_monai.networks.crln import ProjectionHead
 from crln_monai.losses import SegmentationLoss
 
 
@@ -131,6 +132,44 @@ def test_default_parameter_counts_unchanged():
     # measured on the code before per-axis strides existed (LA patch, K = 16, learnable_v3, projection head)
     assert sum(p.numel() for p in CRLN().parameters()) == 9_769_638
     assert sum(p.numel() for p in CRLN(backbone="unet3d").parameters()) == 8_556_342
+
+
+def _kaiming_std(conv: torch.nn.Module) -> float:
+    return (2.0 / conv.weight[0].numel()) ** 0.5  # Kaiming-normal, fan_in mode, gain √2
+
+
+def _pytorch_default_std(conv: torch.nn.Module) -> float:
+    return (1.0 / (3.0 * conv.weight[0].numel())) ** 0.5  # U(±1/√fan_in), PyTorch's default conv init
+
+
+def test_projection_head_init_is_the_authors_kaiming_by_default():
+    torch.manual_seed(0)
+    head = ProjectionHead(64, 64)
+    for conv in (head[0], head[3]):  # 3³ conv (fan_in 1728) and 1³ conv (fan_in 64)
+        assert conv.weight.std().item() == pytest.approx(_kaiming_std(conv), rel=0.05)
+    assert torch.equal(head[1].weight, torch.ones(64)) and torch.equal(head[1].bias, torch.zeros(64))
+    ours = ProjectionHead(64, 64, init="default")
+    for conv in (ours[0], ours[3]):
+        assert conv.weight.std().item() == pytest.approx(_pytorch_default_std(conv), rel=0.05)
+        assert conv.weight.abs().max().item() <= 3.0**0.5 * _pytorch_default_std(conv)
+
+
+def test_projection_init_switch_through_crln():
+    # LA widths: the 3³ conv reads 16 channels, fan_in 432, std √(2/432) ≈ 0.068 vs ≈ 0.028 (PyTorch's default)
+    torch.manual_seed(0)
+    conv = CRLN(patch_size=(32, 32, 16)).projection[0]
+    assert conv.weight.std().item() == pytest.approx(0.068, abs=0.003)
+    conv = CRLN(patch_size=(32, 32, 16), projection_init="default").projection[0]
+    assert conv.weight.std().item() == pytest.approx(0.028, abs=0.002)
+    with pytest.raises(ValueError, match=r"projection_init must be one of \('kaiming', 'default'\), got 'xavier'"):
+        CRLN(patch_size=(32, 32, 16), projection_init="xavier")
+    with pytest.raises(ValueError, match=r"init \(CRLN's projection_init\) must be one of"):
+        ProjectionHead(16, 16, init="xavier")
+
+
+def test_init_switches_keep_the_parameter_count():
+    switched = CRLN(projection_init="default", dim_kwargs={"upsample_init": "kaiming"})
+    assert sum(p.numel() for p in switched.parameters()) == 9_769_638
 
 
 def test_default_strides_spelled_out_give_the_same_outputs():

@@ -1,6 +1,7 @@
 """Every trained run exports a self-contained MONAI bundle: contents, properties, inference with no override."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.apps.utils import HashCheckError
+from monai.bundle import ConfigParser, ConfigWorkflow, download_large_files
 
 from crln_monai.bundle import export_bundle, export_name, verify_bundle_metadata
 from crln_monai.data import make_synthetic_dataset
@@ -60,8 +62,14 @@ def test_export_contents_properties_and_inference(tmp_path, switches):
         counts={"labelled": 2, "unlabelled": 1}, results={"validation": {"val_mean_dice": 0.5, "epoch": 1}},
     )  # fmt: skip
     assert sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()) == [
-        "LICENSE", "configs/inference.json", "configs/metadata.json", "docs/README.md", "models/model.pt",
+        "LICENSE", "configs/inference.json", "configs/metadata.json", "docs/README.md", "large_files.yml",
+        "models/model.pt",
     ]  # fmt: skip
+    download_large_files(str(bundle))  # MONAI checks model.pt against the recorded hash and downloads nothing
+    tampered = shutil.copytree(bundle, tmp_path / "tampered")
+    (tampered / "models" / "model.pt").write_bytes(b"tampered")
+    with pytest.raises(HashCheckError, match="sha256 hash check"):
+        download_large_files(str(tampered))
     config = json.loads((bundle / "configs" / "inference.json").read_text())
     assert config["network_settings"] == {**json.loads(json.dumps(settings["network"])), "use_projection": False}
     assert config["preprocessing_settings"] == json.loads(json.dumps(settings["preprocessing"]))
@@ -82,6 +90,11 @@ def test_export_contents_properties_and_inference(tmp_path, switches):
     image, seg = nib.load(case), nib.load(tmp_path / "out" / (case.name[: -len(".nii.gz")] + "_seg.nii.gz"))
     assert seg.shape == image.shape[:3] and np.allclose(seg.affine, image.affine)
     assert set(np.unique(seg.get_fdata())) <= {0.0, 1.0}
+    low, high = meta["network_data_format"]["outputs"]["pred"]["value_range"]  # what the inferer gives, per class
+    with torch.no_grad():
+        pred = wf.parser.get_parsed_content("inferer")(torch.randn(1, 1, 36, 28, 12), wf.parser.get_parsed_content("network"))
+    assert pred.shape[1] == len(settings["class_names"]) and low <= float(pred.min()) and float(pred.max()) <= high
+    assert torch.allclose(pred.sum(dim=1), torch.ones(()), atol=1e-5)
 
 
 def test_a_second_export_replaces_the_first_atomically(tmp_path):

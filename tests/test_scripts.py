@@ -83,6 +83,51 @@ def test_make_batches_are_labelled_then_unlabelled():
     assert (label[2:] == -1).all() and set(label[:2].unique().tolist()) == {0, 1}
 
 
+def _handler_classes(engine):
+    handlers = [h for registered in engine._event_handlers.values() for h, *_ in registered]
+    return {type(getattr(h, "__self__", h)).__name__ for h in handlers}
+
+
+def test_benchmark_trainers_are_the_bundle_under_its_ablation_files(tmp_path):
+    """The benchmarks' trainers come from train.json + configs/ablation/<rung>.json: the rung's switches, the
+    bundle's values, the benchmark's own overrides, and no handler that needs a dataset or writes files."""
+    from monai.bundle import ConfigParser
+
+    bundle = ConfigParser()
+    bundle.read_config(str(benchmark_speed.BUNDLE / "configs" / "train.json"))
+    value = bundle.get_parsed_content
+    cpu, patch = torch.device("cpu"), (32, 32, 16)
+    batches = benchmark_speed.make_batches(2, patch, cpu, distinct=1)
+    mt = benchmark_speed.build_trainer("mean_teacher", batches, patch, cpu, work_dir=tmp_path / "mt")
+    full = benchmark_speed.build_trainer("crln", batches, patch, cpu, seed=3, work_dir=tmp_path / "crln")
+
+    assert mt.use_dim is False and mt.cps_loss is None and mt.rectifier_optimizer is None
+    assert mt.network.dim is None and mt.network.projection is None
+    assert (mt.strong_augment.cutmix, mt.strong_augment.noise) == (False, False)
+    assert full.use_dim is True and full.rectifier_optimizer is not None  # the μ optimiser
+    assert full.cps_loss.num_queries == value("num_queries") and full.cps_loss.num_negatives == value("num_negatives")
+    assert (full.strong_augment.cutmix, full.strong_augment.noise) == (value("cutmix"), value("noise")) == (True, True)
+    assert full.network.prototypes.shape[1] == value("num_prototypes") and full.network.patch_size == patch
+    assert full.rectifier_optimizer.param_groups[0]["lr"] == value("lr") and full.seed == 3
+    for trainer in (mt, full):
+        sgd = ("lr", "momentum", "weight_decay")
+        assert [trainer.optimizer.param_groups[0][k] for k in sgd] == [value(k) for k in sgd]
+        assert (trainer.lambda_u, trainer.lambda_cp) == (value("lambda_u"), value("lambda_cp"))
+        assert trainer.weak_threshold == value("weak_threshold")
+        assert trainer.confidence_threshold == value("strong_threshold")
+        assert trainer.rectify_start == 0 and trainer.labelled_batch_size == benchmark_speed.BATCH["labelled"] == 2
+        assert (trainer.state.max_epochs, trainer.state.epoch_length) == (1, len(batches))
+        assert trainer.amp_dtype is None and trainer.state.device == cpu
+        classes = _handler_classes(trainer)
+        assert "LrScheduleHandler" in classes
+        assert not classes & {"EpochSeeder", "ValidationHandler", "AtomicCheckpointSaver", "BundleExporter",
+                              "TrainingHistory", "RunProgress", "ProgressBar", "StatsHandler"}  # fmt: skip
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))  # nothing written, not even into the temporary root
+    assert benchmark_speed.rung("crln") == "crln_full" and benchmark_speed.rung("crln_dim") == "crln_dim"
+    with pytest.raises(ValueError, match="method must be one of"):
+        benchmark_speed.rung("nope")
+
+
 def test_benchmark_sliding_window_synthetic(tmp_path):
     out = tmp_path / "sw.json"
     benchmark_sliding_window.main(["--device", "cpu", "--synthetic", "--volume_shape", "40", "36", "20",

@@ -204,6 +204,58 @@ def test_cutmix_box_mask_side_and_centre_range():
         assert bool((high - low <= 2 * half).all())
 
 
+def _box_extents(mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+    """Per in-plane axis: (low, high, N) of each sample's box, ``[low, high)`` after border clipping."""
+    extents = []
+    for axis, size in ((2, mask.shape[1]), (1, mask.shape[2])):
+        line = mask.any(dim=axis)  # (B, N)
+        index = torch.arange(size)
+        low = torch.where(line, index, size).amin(dim=1)
+        high = torch.where(line, index + 1, 0).amax(dim=1)
+        extents.append((low, high, size))
+    return extents
+
+
+def test_cutmix_lambda_batch_shares_one_box_size_and_sample_does_not():
+    # Clipping can shorten a box, so compare the boxes that touch no border: their sides are the unclipped ones.
+    batch, height, width = 64, 64, 48
+    sides = {}
+    for mode in ("batch", "sample"):
+        mask = _cutmix_box_mask(batch, height, width, 4.0, gen(0), torch.device("cpu"), mode)
+        sides[mode] = []
+        for low, high, size in _box_extents(mask):
+            inside = (low > 0) & (high < size)
+            assert int(inside.sum()) >= 5  # enough unclipped boxes on this axis for the comparison to mean something
+            unclipped = (high - low)[inside]
+            if mode == "batch":
+                assert bool(((high - low) <= unclipped.max()).all())  # clipped boxes are only shorter
+            sides[mode].append(unclipped.unique())
+        centres = [((low + high) // 2) for low, high, _ in _box_extents(mask)]
+        assert all(c.unique().numel() > 1 for c in centres)  # centres are drawn per sample in both modes
+    assert all(s.numel() == 1 for s in sides["batch"])  # one λ: one side length per axis for the batch
+    assert all(s.numel() > 1 for s in sides["sample"])  # one λ per sample: the sides differ
+
+
+def test_strong_augment_passes_cutmix_lambda_to_the_box():
+    batch, height, width, depth = 16, 32, 32, 2
+    image, label, conf = coded_batch(batch, height, width, depth)
+    per_sample = height * width * depth
+    for mode in ("batch", "sample"):
+        out_label = only(cutmix=True, cutmix_lambda=mode)(image, label, conf, gen(7))[1]
+        generator = gen(7)  # replay the draws: the partner permutation, then the boxes
+        partner = torch.randperm(batch, generator=generator)
+        box = _cutmix_box_mask(batch, height, width, 4.0, generator, torch.device("cpu"), mode)
+        expected_source = torch.where(box, partner[:, None, None], torch.arange(batch)[:, None, None])
+        assert torch.equal(out_label[..., 0] // per_sample, expected_source)
+
+
+def test_cutmix_lambda_is_checked():
+    with pytest.raises(ValueError, match=r"cutmix_lambda must be one of \('batch', 'sample'\), got 'image'"):
+        StrongAugment(cutmix_lambda="image")
+    with pytest.raises(ValueError, match="cutmix_lambda must be one of"):
+        _cutmix_box_mask(2, 8, 8, 4.0, gen(0), torch.device("cpu"), "image")
+
+
 @pytest.mark.parametrize("beta", [4.0, 0.5])
 def test_beta_sampler_moments(beta):
     draws = _sample_beta(beta, 40000, gen(0), torch.device("cpu"))

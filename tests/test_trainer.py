@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from crln_monai.handlers import AtomicCheckpointSaver
+from crln_monai.handlers import AtomicCheckpointSaver, NonFiniteCheck
 from crln_monai.engines import SemiSupervisedTrainer, pseudo_label_dice
 from crln_monai.losses import CPSLoss
 from crln_monai.networks import CRLN
@@ -107,6 +107,7 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_p
     data[1]["image"][0, 0, 0, 0, 0] = float("nan")
     trainer, net, teacher = _trainer(data=data, epoch_length=1, max_epochs=2)
     trainer.check_interval = 100  # the check before the checkpoint write must catch it
+    NonFiniteCheck().attach(trainer)  # before the saver, as in train.json
     saver = AtomicCheckpointSaver(tmp_path, {"model": teacher}, "model_last.pt")
     saver.attach(trainer)
     with pytest.raises(FloatingPointError, match="non-finite loss at or before iteration 2"):

@@ -10,7 +10,8 @@ The export holds
   preprocessing by ``crln_monai.data.evaluation_transforms``, as in training;
 - ``configs/metadata.json`` (the MONAI bundle specification's keys, channels, classes, spacing, patch, results);
 - ``models/model.pt``: the teacher's plain state dict, without the training-only projection head;
-- ``docs/README.md``: a model card generated from the run; ``LICENSE``.
+- ``docs/README.md``: a model card generated from the run; ``LICENSE``;
+- ``large_files.yml``: the weights' path and sha256 for the model zoo, ``url`` left for the publisher.
 
 MONAI's ``init_bundle`` writes a generic skeleton and ``ckpt_export`` a TorchScript file; neither fills a
 config with a run's resolved values, hence this module. Writes are atomic: the bundle is built in a temporary
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -187,7 +189,8 @@ def _metadata(
         "image_classes": f"{in_channels}-channel {modality} ({', '.join(channels.values())}), preprocessed as in "
         "training",
         "label_classes": ", ".join(f"{i} {n}" for i, n in enumerate(class_names)),
-        "pred_classes": ", ".join(f"{i} {n}" for i, n in enumerate(class_names)),
+        "pred_classes": f"{len(class_names)} channels of class probabilities (the inferer's softmax, averaged over the "
+        "sliding windows); the written label map is their argmax: " + ", ".join(f"{i} {n}" for i, n in enumerate(class_names)),
         "eval_metrics": eval_metrics,
         "results": plain(results),
         "references": list(source.get("references", [])),
@@ -208,7 +211,7 @@ def _metadata(
             "outputs": {
                 "pred": {
                     "type": "image", "format": "segmentation", "num_channels": len(class_names), "spatial_shape": patch,
-                    "dtype": "float32", "value_range": [], "is_patch_data": True,
+                    "dtype": "float32", "value_range": [0, 1], "is_patch_data": True,
                     "channel_def": {str(i): n for i, n in enumerate(class_names)},
                 }
             },
@@ -301,8 +304,22 @@ shape and affine. Options: `--device "\\$torch.device('cpu')"`, `--sw_batch_size
 
 ## Files
 
-`configs/inference.json`, `configs/metadata.json`, `models/model.pt`, `docs/README.md`, `LICENSE`.
+`configs/inference.json`, `configs/metadata.json`, `models/model.pt`, `docs/README.md`, `LICENSE`,
+`large_files.yml` (the weights' sha256; fill in its `url` where you publish them).
 """
+
+
+def _write_large_files(bundle: Path, weights: str) -> None:
+    """``large_files.yml``: the model zoo's list of files kept out of a bundle's repository, with their hash.
+
+    ``url`` is left empty for whoever publishes the weights to fill in; until then MONAI's
+    ``download_large_files`` checks the local file against the hash and downloads nothing.
+    """
+    digest = hashlib.sha256((bundle / weights).read_bytes()).hexdigest()
+    (bundle / "large_files.yml").write_text(
+        "# Files kept out of a bundle's repository. Fill in url where the weights are published.\n"
+        f'large_files:\n  - path: "{weights}"\n    url: ""\n    hash_val: "{digest}"\n    hash_type: "sha256"\n'
+    )
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -354,6 +371,7 @@ def export_bundle(
             (tmp / sub).mkdir(parents=True)
         model = {k: v.detach().cpu() for k, v in state_dict.items() if not k.startswith("projection.")}
         torch.save(model, tmp / "models" / "model.pt")
+        _write_large_files(tmp, "models/model.pt")
         _write_json(tmp / "configs" / "inference.json", inference_config(settings, inference))
         meta = _metadata(name, settings, inference, dataset, metadata, results)
         _write_json(tmp / "configs" / "metadata.json", meta)

@@ -32,10 +32,12 @@ from crln_monai.evaluation.sliding_window import overlap_for_stride
 from crln_monai.losses.cps import CPS_POSITIVES, CPS_PROTOTYPE_REDUCTIONS, CPS_XI_MODES
 from crln_monai.losses.pseudo_label import PSEUDO_LABEL_WEIGHTINGS
 from crln_monai.networks.backbone import check_spatial_size, normalise_strides, size_divisor
-from crln_monai.networks.crln import BACKBONES
+from crln_monai.networks.crln import BACKBONES, PROJECTION_INITS
 from crln_monai.networks.dim import LEVEL_MODES as DIM_LEVEL_MODES
+from crln_monai.networks.dim import UPSAMPLE_INITS as DIM_UPSAMPLE_INITS
 from crln_monai.networks.dim import AGGREGATIONS
 from crln_monai.networks.rectifier import RECTIFIER_MODES
+from crln_monai.transforms.strong_augment import CUTMIX_LAMBDAS
 from crln_monai.utils import AMP_DTYPES
 
 __all__ = ["RELATIONS", "SCHEMA", "KeySpec", "Relation"]
@@ -277,6 +279,8 @@ SCHEMA: dict[str, KeySpec] = {
     "legacy_query_layout": boolean(),
     "prototype_residual": boolean(),
     "upsample_mixes_classes": boolean(),
+    "dim_upsample_init": choice(DIM_UPSAMPLE_INITS),
+    "projection_init": choice(PROJECTION_INITS),
     "prototype_reduce": choice(CPS_PROTOTYPE_REDUCTIONS),
     # --- sliding-window inference
     "sw_stride": ints(3, 1),
@@ -308,6 +312,7 @@ SCHEMA: dict[str, KeySpec] = {
     # --- augmentation switches
     "rescale": boolean(),
     "cutmix": boolean(),
+    "cutmix_lambda": choice(CUTMIX_LAMBDAS),
     "noise": boolean(),
     "brightness": boolean(),
     "rotate_flip": boolean(),
@@ -327,6 +332,7 @@ SCHEMA: dict[str, KeySpec] = {
     "lr_scheduler": structural(),
     "rectifier_lr_scheduler": structural(),
     "teacher_ema": structural(),
+    "tensorboard_writer": structural("the run's TensorBoard writer, shared by training and validation"),
     "datalist": structural("reads dataset.json"),
     "train": structural(),
     "validate": structural(),

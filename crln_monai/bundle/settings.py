@@ -29,6 +29,7 @@ NETWORK_SETTING_KEYS: dict[str, str] = {
     "dim_kwargs.prototype_residual": "prototype_residual",
     "dim_kwargs.levels": "dim_levels",
     "dim_kwargs.upsample_mixes_classes": "upsample_mixes_classes",
+    "dim_kwargs.upsample_init": "dim_upsample_init",
 }
 """``network_settings`` entries (dotted paths) whose bundle key has another name; every other entry is set by the
 top-level key of its own name (``use_dim`` → ``--use_dim``). ``tests/test_checkpoint_checks.py`` checks this table

@@ -51,9 +51,9 @@ class SemiSupervisedTrainer(SupervisedTrainer):
 
     Nothing inside the iteration synchronises with the host: the scalars of ``engine.state.output`` are
     detached device tensors, read by the logging handlers at their own interval. A non-finite loss is recorded
-    on the device and raises ``FloatingPointError`` at the next check: every ``check_interval`` iterations and
-    before every checkpoint write (:class:`~crln_monai.handlers.AtomicCheckpointSaver` calls
-    :meth:`check_finite`), so no checkpoint ever holds the weights of a diverged run.
+    on the device and raises ``FloatingPointError`` at the next check: every ``check_interval`` iterations and at
+    every epoch end before validation and checkpoint writes (:class:`~crln_monai.handlers.NonFiniteCheck`, first
+    of those in ``train.json``), so no checkpoint ever holds the weights of a diverged run.
 
     Args:
         device: where the iteration runs.

@@ -15,24 +15,26 @@ import torch
 from ignite.engine import Engine, Events
 from monai.data.utils import affine_to_spacing
 
+from ..data.datalist import case_id_from_filename
 from .figures import central_slices, plot_case_overlays
 from .report import case_record, staged_report, write_class_report
 
 __all__ = ["CaseMetricsReport", "case_id"]
 
 
-def case_id(meta: dict[str, Any] | None, fallback: str) -> str:
-    """Case identifier from a MetaTensor's ``filename_or_obj`` (file name without ``.nii.gz``/``_0000``)."""
+def case_id(meta: dict[str, Any] | None, fallback: str, case: Any = None) -> str:
+    """The case id of an evaluated item: the datalist's ``case`` when the batch carries it, else the file's name.
+
+    ``case`` is what :func:`~crln_monai.data.semi_supervised_datalist` parsed from the file names (one definition
+    of the id); without it the id is the name of the MetaTensor's ``filename_or_obj`` without its ending
+    (:func:`~crln_monai.data.datalist.case_id_from_filename`); without a file name, ``fallback``.
+    """
+    if case:
+        return str(case[0] if isinstance(case, (list, tuple)) else case)
     name = (meta or {}).get("filename_or_obj")
     if isinstance(name, (list, tuple)):
         name = name[0]
-    if not name:
-        return fallback
-    path = Path(str(name))
-    if path.name == "mri_norm2.h5":  # UA-MT layout: <case>/mri_norm2.h5
-        return path.parent.name
-    stem = re.sub(r"\.(nii\.gz|nii|nrrd|mha|h5)$", "", path.name)
-    return re.sub(r"_0000$", "", stem)
+    return case_id_from_filename(str(name)) if name else fallback
 
 
 class CaseMetricsReport:
@@ -126,13 +128,16 @@ class CaseMetricsReport:
     def collect(self, engine: Engine) -> None:
         items = engine.state.output
         items = items if isinstance(items, list) else [items]
-        for item in items:
+        batch = engine.state.batch
+        batch = batch if isinstance(batch, list) else [batch] * len(items)
+        for item, source in zip(items, batch):
             label = item["label"]
             meta = getattr(label, "meta", None)
             spacing = None
             if meta is not None and "affine" in meta:
                 spacing = tuple(float(s) for s in affine_to_spacing(torch.as_tensor(meta["affine"]), r=3))
-            name = case_id(meta, fallback=f"case_{len(self.records[1]):03d}")
+            case = source.get("case") if isinstance(source, dict) else None
+            name = case_id(meta, fallback=f"case_{len(self.records[1]):03d}", case=case)
             pred = _label_map(item["pred"])
             ref = _label_map(label)
             for c in self.records:

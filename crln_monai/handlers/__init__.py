@@ -1,14 +1,19 @@
-"""Training-time handlers: teacher EMA, atomic checkpoints, per-epoch reseeding, scalar history."""
+"""Training-time handlers: teacher EMA, atomic checkpoints, per-epoch reseeding, the non-finite check, the run's record."""
 
 from .checked_loader import CheckedCheckpointLoader, check_checkpoint, read_checkpoint, resume_source, state_dict_mismatch
-from .checkpoint import AtomicCheckpointSaver, BestMetric, atomic_save, remove_stale_temporaries
+from .checkpoint import AtomicCheckpointSaver, AtomicDiskSaver, BestMetric, atomic_save, remove_stale_temporaries
+from .finite import NonFiniteCheck
 from .history import TrainingHistory, plot_training_curves
 from .progress import RunProgress
+from .run_start import on_run_start
+from .scalars import every, host_scalars
 from .seeding import EpochSeeder
+from .tensorboard import RunSummaryWriter
 from .teacher_ema import TeacherEMA
 
 __all__ = [
     "CheckedCheckpointLoader", "check_checkpoint", "read_checkpoint", "resume_source", "state_dict_mismatch",
-    "AtomicCheckpointSaver", "BestMetric", "EpochSeeder", "RunProgress", "TeacherEMA", "TrainingHistory", "atomic_save",
+    "AtomicCheckpointSaver", "AtomicDiskSaver", "BestMetric", "EpochSeeder", "NonFiniteCheck", "RunProgress",
+    "RunSummaryWriter", "TeacherEMA", "TrainingHistory", "atomic_save", "every", "host_scalars", "on_run_start",
     "plot_training_curves", "remove_stale_temporaries",
 ]  # fmt: skip

@@ -10,11 +10,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+import ignite.distributed as idist
 import torch
-import torch.distributed as dist
 from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver
 
-__all__ = ["AtomicCheckpointSaver", "BestMetric", "atomic_save", "atomic_write", "remove_stale_temporaries"]
+__all__ = ["AtomicCheckpointSaver", "AtomicDiskSaver", "BestMetric", "atomic_save", "atomic_write", "remove_stale_temporaries"]
 
 logger = logging.getLogger(__name__)
 #: plain value types ``extra`` may hold: what ``torch.load(..., weights_only=True)`` reads back
@@ -125,11 +126,53 @@ class BestMetric:
         self.evaluator.state.best_metric_epoch = int(state_dict["best_metric_epoch"])
 
 
-class AtomicCheckpointSaver:
-    """Save objects with ``state_dict()`` to one file, atomically, on a schedule.
+class _Plain:
+    """A plain value as an object with ``state_dict()``, so that Ignite's ``Checkpoint`` writes it beside the states."""
 
-    Temporaries an interrupted earlier write left beside the checkpoint are removed when the engine starts (or
-    at the first :meth:`save`).
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def state_dict(self) -> Any:
+        return self.value
+
+
+class AtomicDiskSaver(DiskSaver):
+    """Ignite's ``DiskSaver(atomic=True)`` writing through :func:`atomic_write`, for one fixed file name.
+
+    What differs from Ignite's, and why:
+
+    * the temporary is ``.<name>.<random>.tmp`` beside the file with the umask's permissions (Ignite's
+      ``NamedTemporaryFile`` is a ``tmpXXXX`` that cannot be told from a user's file, made 0600 and then given
+      group and other read whatever the umask), so a later start can remove a killed write's leftovers;
+    * :meth:`remove` does nothing: each saver writes one fixed name that the next write replaces atomically, and
+      ``Checkpoint`` removes the file of that name *before* writing the new one, which would lose the previous
+      checkpoint to a failed write;
+    * the folder is made at the first write, not when the config is parsed (before the run's input checks).
+    """
+
+    def __init__(self, dirname: str | os.PathLike, save_on_rank: int = 0) -> None:
+        super().__init__(dirname, atomic=True, create_dir=False, require_empty=False, save_on_rank=save_on_rank)
+
+    @staticmethod
+    def _check_and_setup(dirname: Path, create_dir: bool, require_empty: bool) -> None:
+        """Nothing to check when the config is parsed (see the class docstring)."""
+
+    def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
+        atomic_write(path, lambda f: func(checkpoint, f, **self.kwargs))
+
+    def remove(self, filename: str) -> None:
+        """Keep the file: the next write replaces it atomically."""
+
+
+class AtomicCheckpointSaver:
+    """Save objects with ``state_dict()`` to one file, atomically, on a schedule: Ignite's ``Checkpoint``.
+
+    The writing is Ignite's ``Checkpoint`` (state dicts of unwrapped DDP modules, rank ``save_rank`` only) with
+    an :class:`AtomicDiskSaver`; this class adds the schedule of a fixed-name file (every n epochs or
+    iterations, at the end, or "best only" on an evaluator), the removal of temporaries a killed write left
+    (when the engine starts, or at the first :meth:`save`) and plain ``extra`` values.
+
+    It does not check the weights: attach :class:`~crln_monai.handlers.NonFiniteCheck` before it on the trainer.
 
     Args:
         save_dir: folder of the checkpoint.
@@ -142,8 +185,7 @@ class AtomicCheckpointSaver:
         save_final: save at ``COMPLETED`` too.
         best_only: attach to an evaluator instead and save when its key metric has just improved
             (``state.best_metric_epoch == state.epoch``): the "best" checkpoint.
-        save_rank: under ``torch.distributed``, the only rank that writes. Attach the saver on every rank all
-            the same: its trainer-side call runs ``engine.check_finite()``, a collective under DDP.
+        save_rank: under ``torch.distributed``, the only rank that writes.
         extra: plain values (str, numbers, None, tensors, lists and dicts of them) written beside the state
             dicts: the file becomes ``{name: state_dict, **extra}`` with one object, ``{**states, **extra}``
             otherwise. ``None`` keeps the formats above.
@@ -164,19 +206,24 @@ class AtomicCheckpointSaver:
         if not save_dict:
             raise ValueError("save_dict must name at least one object to save.")
         self.path = Path(save_dir) / filename
-        self.save_dict = dict(save_dict)
         self.every_n_epochs = every_n_epochs
         self.every_n_iterations = every_n_iterations
         self.save_final = save_final
         self.best_only = best_only
         self.save_rank = save_rank
-        self.extra = None if extra is None else dict(extra)
-        if self.extra is not None:
-            clash = sorted(set(self.extra) & set(self.save_dict))
-            if clash:
-                raise ValueError(f"{filename}: extra keys {clash} are also save_dict names; use distinct names.")
-            for key, value in self.extra.items():
-                _check_plain(value, key)
+        extra = dict(extra or {})
+        clash = sorted(set(extra) & set(save_dict))
+        if clash:
+            raise ValueError(f"{filename}: extra keys {clash} are also save_dict names; use distinct names.")
+        for key, value in extra.items():
+            _check_plain(value, key)
+        self.checkpoint = Checkpoint(
+            {**save_dict, **{key: _Plain(value) for key, value in extra.items()}},
+            AtomicDiskSaver(save_dir, save_on_rank=save_rank),
+            filename_pattern=filename.replace("{", "{{").replace("}", "}}"),
+            n_saved=None,  # one fixed name: every call writes
+            save_on_rank=save_rank,
+        )
         self._cleaned = False
 
     def attach(self, engine: Engine) -> None:
@@ -185,14 +232,14 @@ class AtomicCheckpointSaver:
             engine.add_event_handler(Events.EPOCH_COMPLETED, self._save_if_best)
             return
         if self.every_n_epochs:
-            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.every_n_epochs), self)
+            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.every_n_epochs), self.save)
         if self.every_n_iterations:
-            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every_n_iterations), self)
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every_n_iterations), self.save)
         if self.save_final:
-            engine.add_event_handler(Events.COMPLETED, self)
+            engine.add_event_handler(Events.COMPLETED, self.save)
 
     def _is_writer(self) -> bool:
-        return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != self.save_rank)
+        return idist.get_rank() == self.save_rank
 
     def remove_stale(self) -> None:
         """Once per saver, on the writing rank: delete temporaries of this checkpoint left by a killed write."""
@@ -202,19 +249,14 @@ class AtomicCheckpointSaver:
 
     def _save_if_best(self, engine: Engine) -> None:
         if getattr(engine.state, "best_metric_epoch", -1) == engine.state.epoch:
-            self.save()
+            self.save(engine)
 
-    def __call__(self, engine: Engine) -> None:
-        if hasattr(engine, "check_finite"):  # never write the weights of a diverged run
-            engine.check_finite()
-        self.save()
+    def save(self, engine: Engine | None = None) -> Path | None:
+        """Write the checkpoint; returns its path, or ``None`` on a rank other than ``save_rank``.
 
-    def save(self) -> Path | None:
-        """Write the checkpoint; returns its path, or ``None`` on a rank other than ``save_rank``."""
-        if not self._is_writer():
-            return None
+        ``engine`` is the engine whose event triggered the save; without one (a direct call) a blank engine
+        stands in, as ``Checkpoint`` fires its ``SAVED_CHECKPOINT`` event on an engine.
+        """
         self.remove_stale()
-        states = {name: obj.state_dict() for name, obj in self.save_dict.items()}
-        if self.extra is not None:
-            return atomic_save({**states, **self.extra}, self.path)
-        return atomic_save(next(iter(states.values())) if len(states) == 1 else states, self.path)
+        self.checkpoint(engine if engine is not None else Engine(lambda e, b: None))
+        return self.path if self._is_writer() else None

@@ -1,4 +1,4 @@
-"""Scalar history of a training run: logged lines, TensorBoard scalars, a CSV and curve figures."""
+"""Scalar history of a training run as ``history.csv`` and a figure of curves (the logs and TensorBoard are MONAI's)."""
 
 from __future__ import annotations
 
@@ -9,64 +9,49 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from ignite.engine import Engine, Events
 
 from ..engines.outputs import TRAINING_SCALARS
 from .checkpoint import atomic_write
+from .run_start import on_run_start
+from .scalars import host_scalars
 
 __all__ = ["TrainingHistory", "plot_training_curves", "read_history"]
 
-SCALARS = TRAINING_SCALARS
-"""The scalars of SemiSupervisedTrainer's output that are recorded, in column order."""
+logger = logging.getLogger(__name__)
+#: ``history.csv`` column order
+COLUMNS = ("iteration", "epoch", *TRAINING_SCALARS, "lr")
 
 
 class TrainingHistory:
-    """Every ``interval`` iterations, read the trainer's scalar outputs (the only host sync of training).
+    """Every ``interval`` iterations, record the trainer's scalars and learning rate; keep them as a CSV and a figure.
 
-    Records them with the learning rates in memory; logs one line; writes them to TensorBoard when
-    ``log_dir`` is given (and tensorboard is installed); rewrites ``<output_dir>/history.csv`` (atomically) at every
-    epoch end; draws ``<output_dir>/training_curves.png`` when training ends.
+    The scalars come from :func:`~crln_monai.handlers.host_scalars` (shared with ``StatsHandler`` and
+    ``TensorBoardStatsHandler`` at the same interval: one host sync per record). ``<output_dir>/history.csv`` is
+    rewritten atomically at every epoch end and ``<output_dir>/training_curves.png`` drawn when training ends:
+    MONAI's handlers write logs and TensorBoard events, but no table a script can read back or a figure of the
+    whole run.
 
-    A resumed run continues the history: when its first epoch starts (after ``CheckpointLoader`` has restored the
-    trainer at ``STARTED``) the rows up to the restored iteration are kept (read back from ``history.csv`` when
-    this object has none in memory), later ones dropped, and TensorBoard purges the events after that iteration
-    (``SummaryWriter(purge_step=iteration + 1)``), so the CSV, the figure and TensorBoard cover the whole run once.
-    A fresh run (iteration 0) starts an empty history whatever ``history.csv`` held.
+    A resumed run continues the history: when its first epoch starts (after the checkpoint loader restored the
+    trainer) the rows up to the restored iteration are kept (read back from ``history.csv`` when this object has
+    none in memory) and later ones dropped, so the CSV and the figure cover the whole run once. A fresh run
+    (iteration 0) starts an empty history whatever ``history.csv`` held.
 
     Args:
         output_dir: folder for ``history.csv`` and the figure; ``None`` keeps the history in memory only.
         interval: iterations between records.
-        log_dir: TensorBoard folder, or ``None``.
-        name: logger name.
     """
 
-    def __init__(
-        self, output_dir: str | os.PathLike | None = None, interval: int = 20, log_dir: str | None = None, name: str = "crln"
-    ) -> None:
+    def __init__(self, output_dir: str | os.PathLike | None = None, interval: int = 20) -> None:
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.interval = max(1, int(interval))
-        self.log_dir = log_dir
-        self.logger = logging.getLogger(name)
         self.rows: list[dict[str, float]] = []
-        self._writer: Any = None
-        self._purge_step: int | None = None
-        self._continued = False
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._on_started)
-        engine.add_event_handler(Events.EPOCH_STARTED, self._continue_once)
+        on_run_start(engine, self.continue_from)
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self.record)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.write_csv)
         engine.add_event_handler(Events.COMPLETED, self.finish)
-
-    def _on_started(self, engine: Engine) -> None:
-        self._continued = False
-
-    def _continue_once(self, engine: Engine) -> None:
-        if not self._continued:
-            self._continued = True
-            self.continue_from(int(engine.state.iteration))
 
     def continue_from(self, iteration: int) -> None:
         """Keep the rows recorded up to ``iteration`` (from memory, else from ``history.csv``); drop the others."""
@@ -76,42 +61,21 @@ class TrainingHistory:
         last = int(self.rows[-1]["iteration"]) if self.rows else 0
         if iteration > 0:
             if last + self.interval <= iteration:
-                self.logger.warning(f"history: resuming at iteration {iteration}, the recorded history ends at {last}")
-            self.logger.info(f"history: continuing at iteration {iteration} with {len(self.rows)} earlier rows")
-        self._purge_step = iteration + 1 if iteration > 0 else None
-        if self._writer is not None:  # reopen with the purge step of this run
-            self._writer.close()
-            self._writer = None
+                logger.warning(f"history: resuming at iteration {iteration}, the recorded history ends at {last}")
+            logger.info(f"history: continuing at iteration {iteration} with {len(self.rows)} earlier rows")
 
     def record(self, engine: Engine) -> None:
-        output = engine.state.output if isinstance(engine.state.output, dict) else {}
         row = {"iteration": float(engine.state.iteration), "epoch": float(engine.state.epoch)}
-        values = [output[k] for k in SCALARS if k in output]
-        floats = torch.stack([torch.as_tensor(v, dtype=torch.float32).reshape(()) for v in values]).tolist() if values else []
-        row.update({k: v for k, v in zip([k for k in SCALARS if k in output], floats)})
-        row["lr"] = float(engine.optimizer.param_groups[0]["lr"]) if hasattr(engine, "optimizer") else math.nan
+        if isinstance(engine.state.output, dict):
+            row.update(host_scalars(engine.state.output))
+        if hasattr(engine, "optimizer"):
+            row["lr"] = float(engine.optimizer.param_groups[0]["lr"])
         self.rows.append(row)
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("iteration", "epoch") and not math.isnan(v))
-        self.logger.info(f"epoch {engine.state.epoch} iteration {engine.state.iteration}: {shown}")
-        if self.log_dir is not None:
-            self._tensorboard(row)
-
-    def _tensorboard(self, row: dict[str, float]) -> None:
-        if self._writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is an optional extra
-                self.log_dir = None
-                return
-            self._writer = SummaryWriter(log_dir=self.log_dir, purge_step=self._purge_step)
-        for key, value in row.items():
-            if key not in ("iteration", "epoch") and not math.isnan(value):
-                self._writer.add_scalar(f"train/{key}", value, int(row["iteration"]))
 
     def write_csv(self, engine: Engine | None = None) -> Path | None:
         if self.output_dir is None or not self.rows:
             return None
-        keys = list(dict.fromkeys(k for row in self.rows for k in row))
+        keys = sorted({k for row in self.rows for k in row}, key=lambda k: ((COLUMNS + (k,)).index(k), k))
 
         def write(f: Any) -> None:
             writer = csv.DictWriter(f, fieldnames=keys)
@@ -122,8 +86,6 @@ class TrainingHistory:
 
     def finish(self, engine: Engine | None = None) -> None:
         self.write_csv()
-        if self._writer is not None:
-            self._writer.flush()
         if self.output_dir is not None and self.rows:
             plot_training_curves(self.rows, self.output_dir / "training_curves.png")
 

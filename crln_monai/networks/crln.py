@@ -8,15 +8,19 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .backbone import Strides, check_spatial_size, resolve_out_channels
+from .backbone import Strides, check_spatial_size, init_backbone_weights, resolve_out_channels
 from .dim import DynamicInteractionModule
 from .rectifier import Rectifier
 from .unet3d import UNet3D
 from .vnet import VNet
 
-__all__ = ["CRLN", "CRLNOutput", "ProjectionHead", "RectifiedPrediction"]
+__all__ = ["CRLN", "CRLNOutput", "PROJECTION_INITS", "ProjectionHead", "RectifiedPrediction"]
 
 BACKBONES = {"vnet": VNet, "unet3d": UNet3D}
+
+PROJECTION_INITS = ("kaiming", "default")
+"""Projection-head initialisations: ``"kaiming"`` (authors' code: their init loop gives every ``Conv3d`` of the
+network Kaiming-normal weights, BN weight 1 and bias 0) or ``"default"`` (PyTorch's own init, our earlier choice)."""
 
 _DERIVED_DIM_ARGUMENTS = ("num_classes", "num_prototypes", "patch_size", "feature_channels", "strides")
 """DIM arguments CRLN sets itself (from its own arguments and the backbone); ``dim_kwargs`` may not repeat them."""
@@ -44,15 +48,32 @@ class CRLNOutput(NamedTuple):
 
 
 class ProjectionHead(nn.Sequential):
-    """Representation head for CPS (METHOD §1.1): 3³ conv (no bias) → BN → ReLU → 1³ conv, ``(B, Cf, ...) → (B, D_r, ...)``."""
+    """Representation head for CPS (METHOD §1.1): 3³ conv (no bias) → BN → ReLU → 1³ conv, ``(B, Cf, ...) → (B, D_r, ...)``.
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    Args:
+        in_channels: feature channels ``Cf``.
+        out_channels: representation width ``D_r``.
+        init: one of :data:`PROJECTION_INITS`. ``"kaiming"`` (authors' code, the default): Kaiming-normal conv
+            weights (fan-in, gain √2, as :func:`~crln_monai.networks.backbone.init_backbone_weights`), BN weight 1
+            and bias 0; ``"default"`` (our earlier choice): PyTorch's default init.
+
+    Raises:
+        ValueError: an unknown ``init``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, init: str = "kaiming") -> None:
+        if init not in PROJECTION_INITS:
+            raise ValueError(
+                f"ProjectionHead: init (CRLN's projection_init) must be one of {PROJECTION_INITS}, got {init!r}."
+            )
         super().__init__(
             nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=False),
             nn.BatchNorm3d(out_channels),
             nn.ReLU(inplace=True),
             nn.Conv3d(out_channels, out_channels, 1),
         )
+        if init == "kaiming":
+            init_backbone_weights(self)
 
 
 class CRLN(nn.Module):
@@ -74,6 +95,9 @@ class CRLN(nn.Module):
         num_prototypes: prototypes per class ``K``.
         use_dim: build the DIM and the rectifier; ``False`` gives a plain mean-teacher network.
         use_projection: build the projection head (needed by CPS).
+        projection_init: the projection head's init, one of :data:`PROJECTION_INITS`: ``"kaiming"`` (authors'
+            code, the default: their init loop covers every ``Conv3d`` of the network) or ``"default"``
+            (PyTorch's default init, our earlier choice).
         prototype_reduce: how CPS reduces the prototypes (METHOD A3). ``"feature"`` (authors' code) averages
             each class's ``K × F`` prototypes over ``F`` and so sets ``D_r = K``; ``"prototype"`` averages over
             ``K`` and sets ``D_r = F``.
@@ -87,9 +111,9 @@ class CRLN(nn.Module):
         out_channels: MONAI's name for ``num_classes``; give one of the two (equal values are accepted).
 
     Raises:
-        ValueError: an unknown backbone or ``prototype_reduce``, fewer than 2 classes, ``num_classes`` and
-            ``out_channels`` differ, ``strides`` given twice or with a backbone module, ``dim_kwargs`` sets a
-            derived argument, or a patch side not divisible by its axis' strides.
+        ValueError: an unknown backbone, ``prototype_reduce`` or ``projection_init``, fewer than 2 classes,
+            ``num_classes`` and ``out_channels`` differ, ``strides`` given twice or with a backbone module,
+            ``dim_kwargs`` sets a derived argument, or a patch side not divisible by its axis' strides.
     """
 
     def __init__(
@@ -107,6 +131,7 @@ class CRLN(nn.Module):
         backbone_kwargs: dict[str, Any] | None = None,
         strides: Strides | None = None,
         out_channels: int | None = None,
+        projection_init: str = "kaiming",
     ) -> None:
         super().__init__()
         num_classes = resolve_out_channels("CRLN", num_classes, out_channels)
@@ -114,6 +139,8 @@ class CRLN(nn.Module):
             raise ValueError(f"CRLN: num_classes must be an int >= 2 (background + one class), got {num_classes!r}.")
         if prototype_reduce not in ("feature", "prototype"):
             raise ValueError(f"CRLN: prototype_reduce must be 'feature' or 'prototype', got {prototype_reduce!r}.")
+        if projection_init not in PROJECTION_INITS:
+            raise ValueError(f"CRLN: projection_init must be one of {PROJECTION_INITS}, got {projection_init!r}.")
         if isinstance(backbone, str):
             if backbone not in BACKBONES:
                 raise ValueError(
@@ -157,7 +184,9 @@ class CRLN(nn.Module):
         )
         self.rectifier = Rectifier(mode=rectifier, num_classes=num_classes) if use_dim else None
         representation_dim = num_prototypes if prototype_reduce == "feature" else feature_channels[0]
-        self.projection = ProjectionHead(feature_channels[-1], representation_dim) if use_projection else None
+        self.projection = (
+            ProjectionHead(feature_channels[-1], representation_dim, init=projection_init) if use_projection else None
+        )
 
     @property
     def prototypes(self) -> torch.Tensor | None:

@@ -61,6 +61,9 @@ AGGREGATIONS = ("sum", "spatial", "conv", "cross_class")
 
 LEVEL_MODES = ("last", "all")
 _PROTOTYPE_INITS = ("zeros", "normal")
+UPSAMPLE_INITS = ("default", "kaiming")
+"""Init of the DIM's final ``ConvTranspose3d``: ``"default"`` (authors' code: their init loop touches only ``Conv3d``,
+so the transposed conv keeps PyTorch's default) or ``"kaiming"`` (Kaiming-normal, our earlier choice)."""
 
 
 class PrototypeCrossAttention(nn.Module):
@@ -313,6 +316,9 @@ class DynamicInteractionModule(nn.Module):
         mlp_ratio: MLP hidden width factor.
         prototype_init: A12. ``"zeros"`` (authors' code) or ``"normal"`` (std 0.02).
         upsample_mixes_classes: use a full ``C -> C`` final transposed conv as in the authors' code.
+        upsample_init: the final transposed conv's init, one of :data:`UPSAMPLE_INITS`. ``"default"`` (authors'
+            code, the default): PyTorch's default init, as their init loop touches only ``Conv3d``; ``"kaiming"``
+            (our earlier choice): Kaiming-normal like the DIM's ``Conv3d`` layers.
         strides: the backbone's first ``L`` down-sampling factors, finest first (``strides[0]`` takes the full
             resolution to the finest tap's), each an int or one int per axis (H, W, D), each 1 or 2; ``None``:
             2 on every axis. :class:`~crln_monai.networks.CRLN` passes the backbone's.
@@ -336,6 +342,7 @@ class DynamicInteractionModule(nn.Module):
         prototype_init: str = "zeros",
         upsample_mixes_classes: bool = False,
         strides: Strides | None = None,
+        upsample_init: str = "default",
     ) -> None:
         super().__init__()
         feature_channels = tuple(int(c) for c in feature_channels)
@@ -360,6 +367,8 @@ class DynamicInteractionModule(nn.Module):
             raise ValueError(f"levels must be one of {LEVEL_MODES}, got {levels!r}.")
         if prototype_init not in _PROTOTYPE_INITS:
             raise ValueError(f"prototype_init must be one of {_PROTOTYPE_INITS}, got {prototype_init!r}.")
+        if upsample_init not in UPSAMPLE_INITS:
+            raise ValueError(f"upsample_init must be one of {UPSAMPLE_INITS}, got {upsample_init!r}.")
         if not 0.0 <= drop_path <= 1.0:
             raise ValueError(f"drop_path must be in [0, 1], got {drop_path}.")
         if mlp_ratio <= 0:
@@ -399,10 +408,14 @@ class DynamicInteractionModule(nn.Module):
         self.upsample = nn.ConvTranspose3d(
             num_classes, num_classes, strides[0], stride=strides[0], groups=1 if upsample_mixes_classes else num_classes
         )
-        # Algorithm 1 initialises every convolution of θ Kaiming-normal. With PyTorch's default (uniform,
-        # fan-in) init the relation map starts near zero and its loss barely moves for hundreds of iterations.
+        # Algorithm 1 initialises the convolutions of θ Kaiming-normal; the authors' init loop touches only Conv3d
+        # layers (not their 1×1 Conv2d query re-projection, our Linear, nor this ConvTranspose3d). With PyTorch's
+        # default (uniform, fan-in) init on the Conv3d layers the relation map starts near zero and its loss barely
+        # moves for hundreds of iterations. The final transposed conv keeps PyTorch's default init unless
+        # upsample_init="kaiming" (our earlier choice).
+        kaiming_types = (nn.Conv3d, nn.ConvTranspose3d) if upsample_init == "kaiming" else (nn.Conv3d,)
         for module in self.modules():
-            if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+            if isinstance(module, kaiming_types):
                 nn.init.kaiming_normal_(module.weight)
 
     def initial_queries(self) -> torch.Tensor:

@@ -13,7 +13,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["StrongAugment"]
+__all__ = ["CUTMIX_LAMBDAS", "StrongAugment"]
+
+CUTMIX_LAMBDAS = ("batch", "sample")
+"""How CutMix draws its mixing ratio λ: ``"batch"`` (authors' code), one λ and so one box size for the whole
+batch; ``"sample"`` (our earlier choice), one λ per sample. Box centres are drawn per sample either way."""
 
 # Marsaglia–Tsang accepts a candidate with probability > 0.95 for every shape >= 1, so 16 rounds
 # of candidates all fail with probability < 1e-20; drawing them at once avoids a host sync.
@@ -139,16 +143,25 @@ def _rescale_in_plane(
 
 
 def _cutmix_box_mask(
-    batch: int, height: int, width: int, beta: float, generator: torch.Generator | None, device: torch.device
+    batch: int,
+    height: int,
+    width: int,
+    beta: float,
+    generator: torch.Generator | None,
+    device: torch.device,
+    lambda_mode: str = "batch",
 ) -> torch.Tensor:
     """``(B, H, W)`` bool in-plane boxes, one per sample (METHOD §1.6 step 2).
 
-    λ ~ Beta(β, β) per sample; the box side on each in-plane axis of size N is
-    ``floor(N·sqrt(1 − λ))``; its centre is an integer drawn in ``[N // 8, N)``; the box is
-    ``[c − side // 2, c + side // 2)`` clipped to ``[0, N)``. Built by broadcasting two 1-D interval
-    masks, so there is no loop over samples or voxels.
+    λ ~ Beta(β, β), drawn once for the batch (``lambda_mode="batch"``, authors' code) or once per sample
+    (``"sample"``); the box side on each in-plane axis of size N is ``floor(N·sqrt(1 − λ))``; its centre is an
+    integer drawn per sample in ``[N // 8, N)``; the box is ``[c − side // 2, c + side // 2)`` clipped to
+    ``[0, N)``. Built by broadcasting two 1-D interval masks, so there is no loop over samples or voxels.
     """
-    ratio = torch.sqrt((1.0 - _sample_beta(beta, batch, generator, device)).clamp_min(0.0))
+    if lambda_mode not in CUTMIX_LAMBDAS:
+        raise ValueError(f"cutmix_lambda must be one of {CUTMIX_LAMBDAS}, got {lambda_mode!r}.")
+    draws = 1 if lambda_mode == "batch" else batch
+    ratio = torch.sqrt((1.0 - _sample_beta(beta, draws, generator, device)).clamp_min(0.0)).expand(batch)
     masks = []
     for size in (height, width):
         half_side = torch.floor(size * ratio).long() // 2
@@ -183,9 +196,10 @@ class StrongAugment:
     1. **In-plane rescale**: ``s ~ U(scale_range)`` per sample on (H, W) only, kept at (H, W) around
        the centre; image bicubic (reflect padding), label/confidence nearest, padding label
        ``ignore_index`` and confidence 0.
-    2. **CutMix** with a random permutation of the batch (a sample may draw itself): per-sample
-       λ ~ Beta(β, β), box side ``sqrt(1 − λ)`` of H and W, centre in ``[N // 8, N)``, clipped, and
-       spanning the full depth; image, label and confidence take the same box. MONAI's
+    2. **CutMix** with a random permutation of the batch (a sample may draw itself): λ ~ Beta(β, β)
+       once per batch (``cutmix_lambda="batch"``, authors' code) or per sample (``"sample"``), box side
+       ``sqrt(1 − λ)`` of H and W, centre drawn per sample in ``[N // 8, N)``, clipped, and spanning the
+       full depth; image, label and confidence take the same box. MONAI's
        ``monai.transforms.CutMix`` does not fit: it shares one box corner across the batch, its box
        covers every spatial axis (no full-depth box), it draws its centre over the whole axis, and it
        cannot return its mask (MONAI.md §10.1). Ours is a broadcast boolean mask.
@@ -197,7 +211,9 @@ class StrongAugment:
        is always one of the square's four reflections). If ``H != W`` only ``k ∈ {0, 2}`` is drawn,
        since a quarter turn would swap H and W. Done as one gather with per-sample index maps.
     5. **Renormalise**: per-sample, per-channel min–max of the image to [0, 1]; a constant volume
-       becomes 0 (``unit_range`` only).
+       becomes 0 (``unit_range`` only). This is the only renormalisation: the authors' code also min–max
+       renormalises around the in-plane rescale of step 1, so values the bicubic rescale pushes outside
+       [0, 1] are carried here into steps 2–4 (docs/design.md, "strong-view renormalisation").
 
     The clip and step 5 assume min–max normalised images in [0, 1] (the paper's pipelines). For z-scored or CT
     images (``normalise="zscore"``/``"ct"``) ``unit_range=False`` scales without clipping and skips step 5,
@@ -210,6 +226,8 @@ class StrongAugment:
     Args:
         rescale: enable step 1. scale_range: ``(low, high)`` zoom factors, ``low > 0``.
         cutmix: enable step 2. cutmix_beta: β of the Beta(β, β) mixing ratio, ``> 0``.
+        cutmix_lambda: one of :data:`CUTMIX_LAMBDAS`. ``"batch"`` (authors' code, the default): one λ, so one
+            box size, shared by the batch; ``"sample"`` (our earlier choice): one λ per sample.
         brightness: enable the brightness part of step 3. brightness_prob: per-sample probability.
         brightness_range: ``(low, high)`` multiplicative factor.
         noise: enable the noise part of step 3. noise_prob: per-sample probability.
@@ -220,8 +238,8 @@ class StrongAugment:
         ignore_index: pseudo-label value of voxels padded by step 1.
 
     Raises:
-        ValueError: on a malformed range, a probability outside [0, 1], a non-positive ``cutmix_beta``
-            or a negative ``noise_std``/``noise_clip``.
+        ValueError: on a malformed range, a probability outside [0, 1], a non-positive ``cutmix_beta``,
+            an unknown ``cutmix_lambda`` or a negative ``noise_std``/``noise_clip``.
     """
 
     def __init__(
@@ -230,6 +248,7 @@ class StrongAugment:
         scale_range: tuple[float, float] = (0.5, 1.5),
         cutmix: bool = True,
         cutmix_beta: float = 4.0,
+        cutmix_lambda: str = "batch",
         brightness: bool = True,
         brightness_prob: float = 0.8,
         brightness_range: tuple[float, float] = (0.75, 1.25),
@@ -249,6 +268,9 @@ class StrongAugment:
         if not float(cutmix_beta) > 0:
             raise ValueError(f"cutmix_beta must be > 0, got {cutmix_beta!r}.")
         self.cutmix_beta = float(cutmix_beta)
+        if cutmix_lambda not in CUTMIX_LAMBDAS:
+            raise ValueError(f"cutmix_lambda must be one of {CUTMIX_LAMBDAS}, got {cutmix_lambda!r}.")
+        self.cutmix_lambda = cutmix_lambda
         self.brightness = bool(brightness)
         self.brightness_prob = _check_prob("brightness_prob", brightness_prob)
         self.brightness_range = _check_range("brightness_range", brightness_range)
@@ -299,7 +321,9 @@ class StrongAugment:
 
         if self.cutmix:
             partner = torch.randperm(batch, generator=generator, device=device)
-            box = _cutmix_box_mask(batch, height, width, self.cutmix_beta, generator, device)  # (B, H, W)
+            box = _cutmix_box_mask(
+                batch, height, width, self.cutmix_beta, generator, device, self.cutmix_lambda
+            )  # (B, H, W)
             out = torch.where(box[:, None, :, :, None], out[partner], out)
             label = torch.where(box[..., None], label[partner], label)
             conf = torch.where(box[..., None], conf[partner], conf)
