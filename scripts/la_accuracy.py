@@ -678,6 +678,7 @@ def _run_method(
     return {
         "method": name,
         "protocol": protocol,
+        "seed": settings["seed"],
         "iterations": iterations,
         "checkpoint": str(checkpoint),
         "train_command": " ".join(shlex.quote(a) for a in training_command(overrides)),
@@ -685,6 +686,7 @@ def _run_method(
         "train_seconds": train_s,
         "eval_seconds": eval_s,
         "summary": summary,
+        "per_case": records,
         "report_dir": str(run_dir / "report"),
         "paper_la8": None if plan else PAPER_LA8[method],
     }

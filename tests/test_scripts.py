@@ -233,6 +233,9 @@ def test_la_accuracy_tiny_cpu_run(tmp_path, tiny_la):
     with open(Path(row["report_dir"]) / "per_case.csv") as f:
         cases = list(csv.DictReader(f))
     assert [c["case"] for c in cases] == payload["data"]["cases"]["test"]
+    assert [r["case"] for r in row["per_case"]] == [c["case"] for c in cases] and row["seed"] == 0
+    for record, c in zip(row["per_case"], cases):  # the JSON holds the per-case metrics of the report
+        assert record["voxel"]["dice"] == pytest.approx(float(c["dice"]), abs=1e-6)
     for c in cases:
         if c["hd95_voxel"] and float(c["hd95_voxel"]) > 0:
             assert float(c["hd95_mm"]) == pytest.approx(0.625 * float(c["hd95_voxel"]), rel=1e-4)

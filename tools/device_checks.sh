@@ -4,6 +4,9 @@
 #   profile   scripts/profile_iteration.py: host/device time per phase, kernel launches, host syncs
 #   speed     scripts/benchmark_speed.py (fp32, bf16, bf16 + torch.compile)
 #   accuracy  the time-to-accuracy run on real LA data (scripts/la_accuracy.py --protocol gpu)
+#   crln_vs_mt  CRLN against the mean teacher at equal iterations on the same LA subset, seed and schedule
+#             (CVM_ITERATIONS, default 1500 each; CVM_SEED, default 0): docs/measurements/la_gpu_crln_vs_mt.json.
+#             Not in the default list: about 8 minutes on an H200, so run it alone (CHECKS=crln_vs_mt).
 #   sw        scripts/benchmark_sliding_window.py over the 20 LA test volumes
 # Choose with CHECKS (default: all, in this order), e.g. `CHECKS="tests profile" bash tools/device_checks.sh`;
 # TESTS_K selects tests (pytest -k), ACC_COMPILE=yes|auto|no trains the accuracy run with torch.compile (auto:
@@ -41,6 +44,12 @@ for check in $CHECKS; do
           --work_dir .devwork/la_gpu --out "$OUT/la_gpu.json" --train_seconds $seconds --bf16 $compile \
           --num_workers ${NUM_WORKERS:-6} > "$OUT/la_gpu.log" 2>&1
       elapsed accuracy $?; grep -E "Dice|iterations|\| crln" "$OUT/la_gpu.log" | tail -8 ;;
+    crln_vs_mt)
+      timeout ${CVM_TIMEOUT:-570} python3 scripts/la_accuracy.py --protocol gpu --data_dir .devdata/la_gpu/data_subset \
+          --work_dir .devwork/la_gpu_cvm --out "$OUT/la_gpu_crln_vs_mt.json" --methods mean_teacher crln_full \
+          --iterations ${CVM_ITERATIONS:-1500} --seed ${CVM_SEED:-0} --bf16 --probe_iterations 0 \
+          --num_workers ${NUM_WORKERS:-6} > "$OUT/la_gpu_crln_vs_mt.log" 2>&1
+      elapsed crln_vs_mt $?; grep -E "Dice|\| (crln|mean)" "$OUT/la_gpu_crln_vs_mt.log" | tail -8 ;;
     speed)
       timeout ${SPEED_TIMEOUT:-240} python3 scripts/benchmark_speed.py --out "$OUT/speed.json" > "$OUT/speed.log" 2>&1
       elapsed speed $?; tail -12 "$OUT/speed.log" ;;
@@ -48,6 +57,6 @@ for check in $CHECKS; do
       timeout ${SW_TIMEOUT:-50} python3 scripts/benchmark_sliding_window.py --data_dir .devdata/la_gpu/data_subset \
           --sw_batch_sizes 8 32 --out "$OUT/sw.json" > "$OUT/sw.log" 2>&1
       elapsed "sliding window" $?; tail -12 "$OUT/sw.log" ;;
-    *) echo "unknown check $check (tests profile accuracy speed sw)"; exit 2 ;;
+    *) echo "unknown check $check (tests profile accuracy crln_vs_mt speed sw)"; exit 2 ;;
   esac
 done
