@@ -12,7 +12,9 @@ device batches of random volumes (2 labelled + 2 unlabelled). An Ignite handler 
 iterations.
 
 Variants: ``fp32``, ``bf16`` (``amp_dtype="bfloat16"``), ``bf16_compile`` (bf16 + ``compile=True``; GPU default),
-``fp32_compile`` (on request: ``--variants fp32_compile``).
+``fp32_compile``, ``fp32_channels_last`` and ``bf16_channels_last`` (weights, activations and batches in
+channels-last 3-D memory format: cuDNN's NDHWC kernels without layout conversions) on request
+(``--variants fp32_compile fp32_channels_last ...``).
 Peak memory: ``torch.cuda.max_memory_allocated`` over the timed iterations on a GPU; on the CPU the peak resident
 set size over the timed iterations (Linux ``/proc/self/clear_refs`` resets the high-water mark), else skipped.
 
@@ -66,14 +68,19 @@ __all__ = [
     "rung",
     "time_forward_backward",
     "time_trainer",
+    "to_channels_last",
     "write_json",
 ]
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "fp32": {"amp_dtype": None, "compile": False},
-    "bf16": {"amp_dtype": "bfloat16", "compile": False},
-    "bf16_compile": {"amp_dtype": "bfloat16", "compile": True},
-    "fp32_compile": {"amp_dtype": None, "compile": True},
+    "fp32": {"amp_dtype": None, "compile": False, "channels_last": False},
+    "bf16": {"amp_dtype": "bfloat16", "compile": False, "channels_last": False},
+    "bf16_compile": {"amp_dtype": "bfloat16", "compile": True, "channels_last": False},
+    "fp32_compile": {"amp_dtype": None, "compile": True, "channels_last": False},
+    # speed trials (issue 12): the networks' weights and the batches in channels-last 3-D (NDHWC) memory format,
+    # so that cuDNN runs its NDHWC kernels without layout conversions; on request only (--variants ...)
+    "fp32_channels_last": {"amp_dtype": None, "compile": False, "channels_last": True},
+    "bf16_channels_last": {"amp_dtype": "bfloat16", "compile": False, "channels_last": True},
 }
 #: DESIGN §4 targets (GPU, H100/H200, LA setting 112x112x80, batch 2+2); the ratio target holds on the CPU too.
 GPU_TARGETS = {"fp32_s": 0.10, "bf16_compile_s": 0.06, "peak_memory_gib": 4.0, "ratio": 1.4}
@@ -356,20 +363,39 @@ def build_trainer(
     compile: bool = False,
     seed: int = 0,
     work_dir: str | os.PathLike | None = None,
+    channels_last: bool = False,
 ) -> Any:
     """The LA bundle's :class:`SemiSupervisedTrainer` (``train::trainer``) for ``method`` over ``batches``.
 
     ``method``: a rung of ``ABLATION_LADDER`` or ``"crln"`` (= ``crln_full``); see :func:`build_workflow`. Without
-    ``work_dir`` the workflow's folders go to a temporary folder removed with the trainer.
+    ``work_dir`` the workflow's folders go to a temporary folder removed with the trainer. ``channels_last``
+    converts student and teacher to :func:`to_channels_last` (give the batches in that format too).
     """
     temporary = work_dir is None
     if temporary:
         work_dir = tempfile.mkdtemp(prefix="crln_benchmark_")
     workflow = build_workflow(method, batches, patch_size, device, work_dir, amp_dtype, compile, seed)
     trainer = workflow.parser.get_parsed_content("train::trainer")
+    if channels_last:
+        to_channels_last(trainer.network, trainer.teacher)
     if temporary:
         weakref.finalize(trainer, shutil.rmtree, work_dir, ignore_errors=True)
     return trainer
+
+
+def to_channels_last(*items: Any) -> list[Any]:
+    """Modules converted in place, and 5-D tensors (and dicts of them) returned, in channels-last 3-D format."""
+    out = []
+    for item in items:
+        if isinstance(item, torch.nn.Module):
+            out.append(item.to(memory_format=torch.channels_last_3d))
+        elif isinstance(item, dict):
+            out.append(dict(zip(item, to_channels_last(*item.values()))))
+        elif isinstance(item, torch.Tensor) and item.ndim == 5:
+            out.append(item.contiguous(memory_format=torch.channels_last_3d))
+        else:
+            out.append(item)
+    return out
 
 
 def bundle_parser(method: str, **overrides: Any) -> Any:
@@ -397,6 +423,9 @@ def time_trainer(
 ) -> dict[str, Any]:
     """Run ``warmup + timed`` iterations of ``method`` under ``variant``; median s/iteration and peak memory."""
     batches = make_batches(warmup + timed, patch_size, device, BATCH["labelled"], BATCH["unlabelled"], seed=seed)
+    if VARIANTS[variant]["channels_last"]:  # make_batches repeats a few batches: convert each once
+        converted = {id(b): to_channels_last(b)[0] for b in batches}
+        batches = [converted[id(b)] for b in batches]
     trainer = build_trainer(method, batches, patch_size, device, seed=seed, **VARIANTS[variant])
     memory = PeakMemory(device)
     timer = IterationTimer(device, warmup, memory)
@@ -425,6 +454,8 @@ def time_forward_backward(
     image = torch.rand(volumes, parser.get_parsed_content("in_channels"), *patch_size, device=device)
     crln = network.to(device).train()
     vnet = copy.deepcopy(network.backbone).to(device).train()
+    if settings["channels_last"]:
+        crln, vnet, image = to_channels_last(crln, vnet, image)
     crln_call = torch.compile(crln) if settings["compile"] else crln
     vnet_call = torch.compile(vnet) if settings["compile"] else vnet
 

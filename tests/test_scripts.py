@@ -241,3 +241,12 @@ def test_la_accuracy_tiny_cpu_run(tmp_path, tiny_la):
             assert float(c["hd95_mm"]) == pytest.approx(0.625 * float(c["hd95_voxel"]), rel=1e-4)
     markdown = out.with_suffix(".md").read_text()
     assert "| crln_dim | cpu | 2 |" in markdown and "89.87" in markdown
+
+
+def test_channels_last_variant_converts_weights_and_batches_once():
+    conv = torch.nn.Conv3d(1, 2, 3)
+    module, batch, other = benchmark_speed.to_channels_last(conv, {"image": torch.rand(2, 3, 4, 4, 4), "n": 1}, 7)
+    assert module is conv and conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert batch["image"].is_contiguous(memory_format=torch.channels_last_3d) and batch["n"] == 1 and other == 7
+    assert not batch["image"].is_contiguous()  # really NDHWC, not a plain copy
+    assert {v["channels_last"] for v in benchmark_speed.VARIANTS.values()} == {False, True}
