@@ -186,3 +186,28 @@ def test_mean_teacher_switches_build_no_dim_and_string_flags_are_refused(tmp_pat
     with pytest.raises(RuntimeError) as error:  # MONAI wraps the TypeError of the initialize expression
         _workflow(["train", "evaluate", "demo"], use_dim="false", **tiny)
     assert "use_dim='false'" in str(error.value.__cause__) and "False" in str(error.value.__cause__)
+
+
+def test_a_run_that_diverges_at_an_epoch_end_writes_nothing_of_that_epoch(tmp_path):
+    """``NonFiniteCheck`` sits before validation and every saver: the last good checkpoints stay as they were."""
+    wf = _workflow(
+        ["train", "evaluate", "demo"], demo_dir=str(tmp_path), max_epochs=3, epoch_length=2, num_validation=2,
+        val_interval=1, **{**TINY, "log_interval": 100},  # no in-iteration check: the epoch-end check must catch it
+        training=json.loads((CONFIGS / "train.json").read_text())["training"],
+    )  # fmt: skip
+    trainer = wf.parser.get_parsed_content("train::trainer")
+    models = tmp_path / "models"
+    written = {}
+
+    def diverge(engine):  # what a NaN loss in the last iteration of epoch 2 leaves on the device
+        written.update({p.name: p.read_bytes() for p in models.iterdir()})
+        engine._nonfinite.fill_(True)
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=4), diverge)
+    with pytest.raises(RuntimeError) as failed:  # MONAI wraps what the run list raised
+        wf.run()
+    assert isinstance(failed.value.__cause__, FloatingPointError)
+    assert "non-finite loss at or before iteration 4" in str(failed.value.__cause__)
+    assert sorted(written) == ["model.pt", "model_last.pt", "resume.pt"]  # epoch 1's, all three
+    assert {p.name: p.read_bytes() for p in models.iterdir()} == written  # nothing of epoch 2 was written
+    assert torch.load(models / "resume.pt", weights_only=True)["trainer"]["iteration"] == 2
