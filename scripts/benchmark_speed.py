@@ -69,6 +69,7 @@ __all__ = [
     "time_forward_backward",
     "time_trainer",
     "to_channels_last",
+    "variant_batches",
     "write_json",
 ]
 
@@ -398,6 +399,15 @@ def to_channels_last(*items: Any) -> list[Any]:
     return out
 
 
+def variant_batches(batches: list[dict[str, torch.Tensor]], variant: str) -> list[dict[str, torch.Tensor]]:
+    """``batches`` in the memory format of ``variant`` (channels-last 3-D or as made); each distinct batch converted
+    once, as :func:`make_batches` repeats a few."""
+    if not VARIANTS[variant]["channels_last"]:
+        return batches
+    converted = {id(b): to_channels_last(b)[0] for b in batches}
+    return [converted[id(b)] for b in batches]
+
+
 def bundle_parser(method: str, **overrides: Any) -> Any:
     """A ``ConfigParser`` of ``train.json`` + the ablation file of ``method``, updated with ``overrides``."""
     from monai.bundle import ConfigParser
@@ -423,9 +433,7 @@ def time_trainer(
 ) -> dict[str, Any]:
     """Run ``warmup + timed`` iterations of ``method`` under ``variant``; median s/iteration and peak memory."""
     batches = make_batches(warmup + timed, patch_size, device, BATCH["labelled"], BATCH["unlabelled"], seed=seed)
-    if VARIANTS[variant]["channels_last"]:  # make_batches repeats a few batches: convert each once
-        converted = {id(b): to_channels_last(b)[0] for b in batches}
-        batches = [converted[id(b)] for b in batches]
+    batches = variant_batches(batches, variant)
     trainer = build_trainer(method, batches, patch_size, device, seed=seed, **VARIANTS[variant])
     memory = PeakMemory(device)
     timer = IterationTimer(device, warmup, memory)

@@ -49,6 +49,7 @@ from benchmark_speed import (  # noqa: E402
     command_line,
     machine_info,
     make_batches,
+    variant_batches,
     write_json,
 )
 
@@ -117,6 +118,7 @@ def profile_trainer(
     from ignite.engine import Events
 
     batches = make_batches(warmup + timed, patch_size, device, BATCH["labelled"], BATCH["unlabelled"], seed=seed)
+    batches = variant_batches(batches, variant)
     trainer = build_trainer(method, batches, patch_size, device, seed=seed, **VARIANTS[variant])
     timer = IterationTimer(device, warmup)
     timer.attach(trainer)
