@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from crln_monai.bundle import ABLATION_LADDER, ablation_overrides
+from crln_monai.bundle.settings import run_command
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_speed import _sync, command_line, machine_info, write_json  # noqa: E402
@@ -64,13 +65,13 @@ __all__ = [
     "PAPER_LA8",
     "PROTOCOLS",
     "bundle_overrides",
-    "cli_value",
     "copy_subset",
     "evaluate_checkpoint",
     "iteration_schedule",
     "main",
     "parse_args",
     "results_markdown",
+    "run_logged",
     "select_cases",
     "write_downsampled",
 ]
@@ -248,7 +249,8 @@ def iteration_schedule(iterations: int, max_epochs: int = 20) -> tuple[int, int]
 def bundle_overrides(
     method: str, settings: dict[str, Any], data_dir: Path, run_dir: Path, epochs: int, epoch_length: int
 ) -> dict[str, Any]:
-    """Overrides of ``bundles/la/configs/train.json`` for one method (Python values; see :func:`cli_value`)."""
+    """Overrides of ``bundles/la/configs/train.json`` for one method (Python values; the command line writes them
+    with ``crln_monai.bundle.settings.cli_value``)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}.")
     iterations = epochs * epoch_length
@@ -278,36 +280,18 @@ def bundle_overrides(
     return overrides
 
 
-def cli_value(value: Any) -> str:
-    """A Python override as the ``monai.bundle`` (fire) command line needs it.
-
-    Fire turns only ``True``/``False``/``None`` into Python values; ``false`` stays the *string* ``"false"``, which is
-    truthy in the configs' ``$not @use_dim`` expressions. Lists are written as JSON without spaces. Note that
-    ``monai.bundle run`` ignores overrides whose value is ``None``; write ``"$None"`` to set a key to None.
-    """
-    if isinstance(value, bool) or value is None:
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return json.dumps(list(value), separators=(",", ":"))
-    return str(value)
-
-
 def training_command(overrides: dict[str, Any]) -> list[str]:
     """``python -m monai.bundle run training --config_file <train.json> --<key> <value> ...``."""
-    command = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(TRAIN_CONFIG)]
-    for key, value in overrides.items():
-        command += [f"--{key}", cli_value(value)]
-    return command
+    return run_command("training", [TRAIN_CONFIG], overrides)
 
 
-def run_training(overrides: dict[str, Any], log_path: Path) -> float:
-    """Train in a subprocess (cwd: the repository), logging to ``log_path``; returns the wall seconds.
+def run_logged(command: list[str], log_path: Path) -> float:
+    """Run ``command`` in a subprocess (cwd: the repository), logging to ``log_path``; returns the wall seconds.
 
     Raises:
-        RuntimeError: the bundle run failed (the log's tail is in the message).
+        RuntimeError: the command failed (the log's tail is in the message).
     """
-    command = training_command(overrides)
-    print("train: " + " ".join(shlex.quote(a) for a in command), flush=True)
+    print("run: " + " ".join(shlex.quote(a) for a in command), flush=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(log_path, "w") as log:
@@ -315,7 +299,7 @@ def run_training(overrides: dict[str, Any], log_path: Path) -> float:
     seconds = time.perf_counter() - start
     if code != 0:
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
-        raise RuntimeError(f"bundle training failed (exit {code}); log {log_path}:\n{tail}")
+        raise RuntimeError(f"bundle run failed (exit {code}); log {log_path}:\n{tail}")
     return seconds
 
 
@@ -651,7 +635,7 @@ def _run_method(
     run_dir = work / "runs" / f"{protocol}_{name}"
     epochs, epoch_length = iteration_schedule(iterations)
     overrides = {**bundle_overrides(method, settings, data_dir, run_dir, epochs, epoch_length), **(plan or {})}
-    train_s = run_training(overrides, run_dir / "train.log")
+    train_s = run_logged(training_command(overrides), run_dir / "train.log")
     checkpoint = run_dir / "models" / "model_last.pt"
     start = time.perf_counter()
     network = build_inference_network(overrides, checkpoint, device)

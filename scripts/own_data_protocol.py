@@ -18,16 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_speed import command_line, machine_info, write_json  # noqa: E402
+from la_accuracy import run_logged  # noqa: E402
 
+from crln_monai.bundle.settings import run_command  # noqa: E402
 from crln_monai.data import make_synthetic_dataset  # noqa: E402
 from crln_monai.plan import format_table, plan_dataset  # noqa: E402
 
@@ -35,28 +35,6 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "custom" / "configs"
 VARIANTS: dict[str, dict[str, Any]] = {"plan": {}, "uniform_crops": {"foreground_share": 0.0}}
 """The runs: the plan as written, and the plan with uniform labelled crops."""
-
-
-def bundle_command(run_id: str, files: Sequence[Path], bundle_root: Path, overrides: dict[str, Any]) -> list[str]:
-    """``python -m monai.bundle run <run_id> --config_file [...] --bundle_root ... --<key> <value>``."""
-    config = "[" + ",".join(f"'{f}'" for f in files) + "]"
-    command = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", config]
-    command += ["--bundle_root", str(bundle_root)]
-    for key, value in overrides.items():
-        command += [f"--{key}", json.dumps(value, separators=(",", ":")) if not isinstance(value, str) else value]
-    return command
-
-
-def run_logged(command: list[str], log: Path) -> float:
-    """Run ``command`` (cwd: the repository) with its output in ``log``; returns the wall seconds."""
-    print("run: " + " ".join(shlex.quote(a) for a in command), flush=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(log, "w") as f:
-        code = subprocess.call(command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
-    if code != 0:
-        raise RuntimeError(f"exit {code}; log {log}:\n" + "".join(log.read_text().splitlines(True)[-20:]))
-    return time.perf_counter() - start
 
 
 def per_class(summary: dict[str, Any]) -> dict[str, Any]:
@@ -141,10 +119,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for variant in args.variants:
         run_dir = work / "runs" / variant
         overrides = {**runtime, **VARIANTS[variant]}
-        train = bundle_command("training", [CONFIGS / "train.json", plan_file], run_dir, overrides)
+        train = run_command("training", [CONFIGS / "train.json", plan_file], overrides, bundle_root=run_dir)
         train_s = run_logged(train, run_dir / "train.log")
-        evaluate = bundle_command(
-            "evaluating", [CONFIGS / "train.json", plan_file, CONFIGS / "evaluate.json"], run_dir, overrides
+        evaluate = run_command(
+            "evaluating", [CONFIGS / "train.json", plan_file, CONFIGS / "evaluate.json"], overrides, bundle_root=run_dir
         )
         run_logged(evaluate, run_dir / "evaluate.log")
         summary = json.loads((run_dir / "eval" / "summary.json").read_text())

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import importlib.util
 import io
-import json
 import re
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 
 import bad_inputs
+from crln_monai.bundle.settings import run_command
 from bad_inputs import CASES, CONFIGS, ENTRY_POINTS, ISSUE_ITEMS, REPO, BadInput, Sandbox
 
 RUN = [c for c in CASES if c.setup is not None]
@@ -75,21 +75,13 @@ def _run_in_process(entry: str, sb: Sandbox, built: dict[str, Any] | None = None
     workflow.finalize()
 
 
-def _cli_value(value: Any) -> str:
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
-
-
 def _command(entry: str, sb: Sandbox) -> list[str]:
     if entry == "conversion":
         return [sys.executable, str(REPO / "scripts" / f"{sb.script}.py"), *sb.argv]
-    files = "[" + ",".join(f"'{CONFIGS / name}.json'" for name in ENTRY_POINTS[entry]) + "]"
-    command = [sys.executable, "-m", "monai.bundle", "run", entry, "--config_file", files,
-               "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf")]  # fmt: skip
-    for key, value in _bundle_overrides(sb).items():
-        command += [f"--{key}", _cli_value(value)]
-    return command
+    files = [CONFIGS / f"{name}.json" for name in ENTRY_POINTS[entry]]
+    return run_command(
+        entry, files, _bundle_overrides(sb), meta_file=CONFIGS / "metadata.json", logging_file=CONFIGS / "logging.conf"
+    )
 
 
 def _failure(call: Callable[[], None]) -> tuple[BaseException | None, str]:

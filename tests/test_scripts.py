@@ -148,8 +148,12 @@ def test_benchmark_sliding_window_synthetic(tmp_path):
 def test_cli_values_survive_fire_parsing():
     from fire.parser import DefaultParseValue
 
+    from crln_monai.bundle.settings import cli_value, run_command
+
     for value in (False, True, [64, 64, 32], 0.01, 3, "$torch.device('cpu')", "$None"):
-        assert DefaultParseValue(la_accuracy.cli_value(value)) == value
+        assert DefaultParseValue(cli_value(value, quote=False)) == value
+        assert DefaultParseValue(run_command("training", ["t.json"], {"k": value})[-1]) == value
+    assert DefaultParseValue(run_command("training", ["a.json", "b.json"])[6]) == ["a.json", "b.json"]
     assert DefaultParseValue("false") == "false"  # why cli_value writes False, not false
 
 

@@ -9,6 +9,8 @@ and the command-line overrides that fix it, e.g. ``--use_dim False``.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -19,6 +21,7 @@ __all__ = [
     "describe_differences",
     "override_key",
     "plain",
+    "run_command",
     "settings_differences",
 ]
 
@@ -126,6 +129,19 @@ def cli_value(value: Any, quote: bool = True) -> str:
         return repr(value)
     text = _literal(value)
     return f'"{text}"' if quote else text
+
+
+def run_command(
+    run_id: str, config_files: Sequence[str | os.PathLike], overrides: Mapping[str, Any] | None = None, **options: Any
+) -> list[str]:
+    """``python -m monai.bundle run <run_id> --config_file [...]`` with ``--<key> <value>`` for every option
+    (``bundle_root``, ``meta_file``, ...) and override, as an argument list; each value (paths as strings) is written by
+    :func:`cli_value` so that python-fire reads back the Python value (``False`` stays a bool, not ``"false"``).
+    """
+    command = [sys.executable, "-m", "monai.bundle", "run", run_id]
+    for key, value in {"config_file": [os.fspath(f) for f in config_files], **options, **(overrides or {})}.items():
+        command += [f"--{key}", cli_value(os.fspath(value) if isinstance(value, os.PathLike) else value, quote=False)]
+    return command
 
 
 def describe_differences(source: str, differences: Sequence[SettingDifference]) -> str:
