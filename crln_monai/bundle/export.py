@@ -34,13 +34,14 @@ from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import monai
 import numpy as np
 import torch
-import torch.distributed as dist
 from ignite.engine import Engine, Events
 from torch import nn
 
+from ..handlers.checkpoint import atomic_write
 from .settings import cli_value, plain
 
 __all__ = ["INFERENCE_TEMPLATE", "BundleExporter", "export_bundle", "export_name", "inference_config", "record_test_results"]
@@ -323,7 +324,8 @@ def _write_large_files(bundle: Path, weights: str) -> None:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(path, lambda f: f.write(text), mode="w")  # replaced whole, never half-written
 
 
 def export_bundle(
@@ -471,7 +473,7 @@ class BundleExporter:
             self.validator.add_event_handler(Events.EPOCH_COMPLETED, self.on_validation)
 
     def _is_writer(self) -> bool:
-        return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != self.save_rank)
+        return idist.get_rank() == self.save_rank
 
     def _best_results(self) -> dict[str, Any]:
         state = getattr(self.validator, "state", None)
@@ -588,6 +590,6 @@ def record_test_results(
     card = card.replace("No validation split was used and no test evaluation was run: no results recorded.", "")
     card = card.replace("## Results\n\n", f"## Results\n\n{line}\n", 1)
     _write_json(meta_file, meta)
-    card_file.write_text(card)
+    atomic_write(card_file, lambda f: f.write(card), mode="w")
     logger.info(f"recorded the test results of {checkpoint} in the export {export_path}")
     return True

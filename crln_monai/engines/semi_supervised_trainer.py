@@ -310,8 +310,6 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         return loss_mu
 
 
-
-
 def _plain(x: torch.Tensor) -> torch.Tensor:
     return x.as_tensor() if hasattr(x, "as_tensor") else x
 

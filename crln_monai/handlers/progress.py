@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 from ignite.engine import Engine, Events
 
+from .run_start import on_run_start
+
 __all__ = ["RunProgress"]
 
 
@@ -73,7 +75,7 @@ class RunProgress:
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.reset)
-        engine.add_event_handler(Events.EPOCH_STARTED, self.begin)
+        on_run_start(engine, lambda iteration: self.begin(engine))
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
         engine.add_event_handler(Events.COMPLETED, self.completed)
 
@@ -82,8 +84,8 @@ class RunProgress:
         self.timed_from = None
 
     def begin(self, engine: Engine) -> None:
-        """At the first epoch start of this process (after a resume has restored the iteration): the run's size."""
-        if self.start_iteration is not None:
+        """Where the run starts (after a resume has restored the iteration): log the run's size, start the clock."""
+        if self.start_iteration is not None:  # begun by an iteration already (attached after the epoch started)
             return
         state = engine.state
         self.total = int(state.max_epochs or 0) * int(state.epoch_length or 0)
