@@ -1,4 +1,5 @@
-"""Time of the sliding-window evaluation of the LA test set (DESIGN §4: 20 volumes in <= 10 s on an H100/H200).
+"""Time of the sliding-window evaluation of the LA test set (target: 20 volumes in <= 10 s on an H100/H200,
+docs/design.md#performance-targets).
 
 ``UAMTSlidingWindowInferer`` (LA stride 18x18x4, patch 112x112x80, softmax averaging) on
 ``RectifiedPrediction(CRLN)`` in eval mode under ``torch.no_grad``, followed by the argmax, for each of the

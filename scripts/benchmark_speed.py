@@ -1,4 +1,5 @@
-"""Seconds per training iteration and peak memory: full CRLN vs the same trainer's mean teacher (DESIGN §4).
+"""Seconds per training iteration and peak memory: full CRLN vs the same trainer's mean teacher
+(docs/design.md#performance-targets).
 
 Both methods are the LA bundle's trainer, built as users build it: ``monai.bundle.ConfigWorkflow`` over
 ``bundles/la/configs/train.json`` plus the ablation file of the method (``configs/ablation/crln_full.json`` for
@@ -83,14 +84,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fp32_channels_last": {"amp_dtype": None, "compile": False, "channels_last": True},
     "bf16_channels_last": {"amp_dtype": "bfloat16", "compile": False, "channels_last": True},
 }
-#: DESIGN §4 targets (GPU, H100/H200, LA setting 112x112x80, batch 2+2); the ratio target holds on the CPU too.
+#: The targets of docs/design.md#performance-targets (GPU, H100/H200, LA setting 112x112x80, batch 2+2); the ratio
+#: target holds on the CPU too.
 GPU_TARGETS = {"fp32_s": 0.10, "bf16_compile_s": 0.06, "peak_memory_gib": 4.0, "ratio": 1.4}
 GIB = 2**30
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "la"
 TRAIN_CONFIG = BUNDLE / "configs" / "train.json"
 #: the benchmark's names (its result keys) -> ablation rung of the bundle; any rung is accepted by its own name too.
 METHODS = {"crln": "crln_full", "mean_teacher": "mean_teacher"}
-#: the DESIGN §4 batch: labelled + unlabelled volumes per iteration.
+#: the targets' batch (docs/design.md#performance-targets): labelled + unlabelled volumes per iteration.
 BATCH = {"labelled": 2, "unlabelled": 2}
 #: the trainer handlers of train.json a benchmark keeps (by class name); the others need the dataset (EpochSeeder,
 #: validation) or write checkpoints, exports, logs and progress bars, none of which belongs to a timed iteration.
@@ -517,7 +519,7 @@ def _check(name: str, value: float, limit: float) -> dict[str, Any]:
 
 
 def _checks(results: dict[str, Any], device: torch.device, forward_backward_only: bool) -> list[dict[str, Any]]:
-    """DESIGN §4 targets against the measured numbers (absolute ones only on a GPU)."""
+    """The targets of docs/design.md#performance-targets against the measured numbers (absolute ones only on a GPU)."""
     checks = []
     ratio_key = "ratio_crln_over_vnet" if forward_backward_only else "ratio_crln_over_mt"
     for variant, r in results.items():
@@ -611,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for c in checks:
         print(f"target {c['name']}: {c['value']:.4f} (target {c['target']}) {'PASS' if c['pass'] else 'MISS'}")
     if not cuda and not args.forward_backward_only:
-        print("note: the absolute DESIGN §4 targets (0.10 s fp32, 0.06 s bf16+compile, 4 GiB) are for an H100/H200; "
+        print("note: the absolute targets of docs/design.md (0.10 s fp32, 0.06 s bf16+compile, 4 GiB) are for an H100/H200; "
               "on the CPU only the ratio target applies.")  # fmt: skip
     payload = {
         "script": "benchmark_speed",

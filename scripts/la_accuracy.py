@@ -83,7 +83,8 @@ DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "la2018"
 
 METHODS: dict[str, dict[str, Any]] = {rung: ablation_overrides(BUNDLE_ROOT, rung) for rung in ABLATION_LADDER}
 """The ablation ladder, read from ``bundles/la/configs/ablation/<rung>.json``."""
-#: METHOD §5, paper Table 5 (LA, 8 labelled, final checkpoint): Dice/Jaccard in %, HD95/ASD in voxels.
+#: The paper's Table 5 (LA, 8 labelled, final checkpoint; docs/method.md#paper-results): Dice/Jaccard in %, HD95/ASD
+#: in voxels.
 PAPER_LA8: dict[str, dict[str, float] | None] = {
     "supervised": None,  # not in Table 5
     "mean_teacher": {"dice": 84.19, "jaccard": 72.97, "hd95": 13.12, "asd": 3.95},
@@ -480,7 +481,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--rectify_fraction", type=float, default=0.25,
-        help="rectify_start = this fraction of the iterations (paper: 800 of 40k; DESIGN short run: 200 of 541)",
+        help="rectify_start = this fraction of the iterations (paper: 800 of 40k; the authors' 240 s reference run: 200 of 541)",
     )  # fmt: skip
     parser.add_argument("--factor", type=int, default=None, help="cpu: downsampling factor per axis (default 2)")
     parser.add_argument("--patch_size", type=int, nargs=3, default=None, help="default: cpu 64 64 32, gpu 112 112 80")

@@ -37,8 +37,10 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "evaluating": ("train", "evaluate"),
     "inference": ("train", "inference"),
     "conversion": (),
+    "planning": (),
 }
-"""Entry point -> the LA bundle config files it layers (conversion runs a ``scripts/prepare_*.py``)."""
+"""Entry point -> the LA bundle config files it layers (conversion runs a ``scripts/prepare_*.py``, planning
+``python -m crln_monai.plan``)."""
 
 TINY: dict[str, Any] = {
     "patch_size": [16, 16, 16], "sw_stride": [8, 8, 8], "num_prototypes": 2, "num_queries": 8, "num_negatives": 16,
@@ -56,6 +58,7 @@ NO_TRAINING_OUTPUT = "no checkpoint, history or export; old model.pt, model_last
 NO_REPORT = "no report or prediction; old summary.md kept"
 NO_PREDICTION = "no prediction file"
 NO_CONVERSION = "no image, label or dataset.json"
+NO_PLAN = "no plan file"
 
 
 # ------------------------------------------------------------------------------------------------------ sandbox
@@ -77,6 +80,7 @@ class Sandbox:
     overrides: dict[str, Any] = field(default_factory=dict)
     script: str = "prepare_la"
     argv: list[str] = field(default_factory=list)
+    plan_argv: list[str] = field(default_factory=list)
 
     @property
     def data(self) -> Path:
@@ -120,6 +124,12 @@ class Sandbox:
 
 def _default_argv(sb: Sandbox) -> list[str]:
     return ["--source_dir", str(sb.src), "--out_dir", str(sb.out), "--num_labelled", "1", "--progress", "False"]
+
+
+def _default_plan_argv(sb: Sandbox) -> list[str]:
+    """``crln-plan`` on the sandbox's data set: 2 labelled cases, the rest unlabelled; the plan file in the root."""
+    return [str(sb.data), "--output", str(sb.root / "plan.json"), "--num_labelled", "2", "--device", "cpu",
+            "--memory_gib", "4", "--iterations", "100", "--num_workers", "1"]  # fmt: skip
 
 
 def write_checkpoint(path: Path, plain: bool = False, **overrides: Any) -> Path:
@@ -177,6 +187,7 @@ def make_sandbox(pristine: Path, root: Path) -> Sandbox:
     shutil.copytree(pristine, root)
     sb = Sandbox(root, overrides=dict(TINY))
     sb.argv = _default_argv(sb)
+    sb.plan_argv = _default_plan_argv(sb)
     return sb
 
 
@@ -340,7 +351,7 @@ _TRAINING_CONFIG = [
     _config("train-bool-yes", "training", "`--deterministic yes`", _BOOL.format("deterministic='yes'"), (9,),
             deterministic="yes"),
     _config("train-backbone", "training", "unknown backbone `--backbone resnet`",
-            _range("backbone", "'resnet'", r"one of \['vnet', 'unet3d'\]"), (4,), backbone="resnet"),
+            _range("backbone", "'resnet'", r"one of \['vnet', 'unet3d', 'unet2d'\]"), (4,), backbone="resnet"),
     _config("train-rectifier", "training", "unknown rectifier mode `--rectifier learnable`",
             r"config key 'rectifier' must be one of \[.*'learnable_v3'.*\], got 'learnable'\.", (4,),
             rectifier="learnable"),
@@ -755,7 +766,7 @@ def _infer(id, input, setup, message, items=(), cli=False) -> BadInput:
     return BadInput(id, "inference", input, setup, message, NO_PREDICTION, tuple(items), cli=cli)
 
 
-_INPUT = r"image {run}/inputs/case_005\.nii\.gz"
+_INPUT = r"image \(case 'case_005'\) {run}/inputs/case_005\.nii\.gz"
 
 
 def _only_text_inputs(sb: Sandbox) -> None:
@@ -772,6 +783,39 @@ def _degenerate_affine(path: Path) -> None:
     header.set_data_dtype(np.float32)
     header.set_sform(np.diag([0.625, 0.0, 0.625, 1.0]), code=1)
     nib.save(nib.Nifti1Image(data, None, header), str(path))
+
+
+def _uncompressed_twin(sb: Sandbox) -> None:
+    """``case_005.nii`` beside ``case_005.nii.gz`` (a decompressed copy): two inputs, one output name."""
+    (sb.inputs / "case_005.nii").write_bytes(gzip.decompress((sb.inputs / "case_005.nii.gz").read_bytes()))
+
+
+def _own_label_maps(sb: Sandbox, names=("case_004", "case_005")) -> list[Path]:
+    """Label maps as inference writes them (header marked), in place of the given inputs."""
+    from crln_monai.evaluation.postprocessing import write_label_map
+
+    written = []
+    for name in names:
+        image = _load(sb.inputs / f"{name}.nii.gz")
+        (sb.inputs / f"{name}.nii.gz").unlink()
+        label = np.zeros((1, *image.shape), np.uint8)
+        written.append(write_label_map(label, sb.inputs / f"{name}_seg.nii.gz", {"affine": image.affine}))
+    return written
+
+
+def _foreign_prediction(sb: Sandbox) -> None:
+    """The user's own segmentation of case_005 (a label file, no header mark) where inference would write its own."""
+    (sb.run / "predictions").mkdir()
+    shutil.copy(sb.label("case_005"), sb.run / "predictions" / "case_005_seg.nii.gz")
+
+
+def _channel_gap(sb: Sandbox) -> None:
+    """nnU-Net test files for a 2-channel model: case_a complete, case_b with channels 0 and 2 (1 missing)."""
+    for name in ("case_a_0000", "case_a_0001", "case_b_0000", "case_b_0002"):
+        shutil.copy(sb.inputs / "case_004.nii.gz", sb.inputs / f"{name}.nii.gz")
+    for name in ("case_004", "case_005"):
+        (sb.inputs / f"{name}.nii.gz").unlink()
+    sb.overrides["in_channels"] = 2
 
 
 def _nrrd_input(sb: Sandbox) -> None:
@@ -820,6 +864,32 @@ _INFERENCE = [
            r"config key 'device' must be .* that exists here .*got 'cuda:99'", (4,)),
     _infer("infer-unknown-key", "misspelt `--inputs`", _set(inputs="x"),
            r"unknown config key 'inputs' \(did you mean 'input'", (4,)),
+    _infer("infer-inputs-one-case-name", "`a.nii` and `a.nii.gz` in one input folder (both would be `a_seg.nii.gz`)",
+           _uncompressed_twin,
+           r"inputs {run}/inputs/case_005\.nii and {run}/inputs/case_005\.nii\.gz are both case 'case_005' and would "
+           r"both be written to {run}/predictions/case_005_seg\.nii\.gz; expected one input per case name", (8,)),
+    _infer("infer-output-overwrites-input", "`--output_dir` = the input folder, which holds the user's own "
+           "`case_004_seg.nii.gz`", _steps(lambda sb: shutil.copy(sb.inputs / "case_004.nii.gz",
+                                                                  sb.inputs / "case_004_seg.nii.gz"),
+                                          _set(output_dir="$@bundle_root + '/inputs'")),
+           r"output {run}/inputs/case_004_seg\.nii\.gz of input {run}/inputs/case_004\.nii\.gz would overwrite the "
+           r"input {run}/inputs/case_004_seg\.nii\.gz", (8,)),
+    _infer("infer-output-foreign-file", "`output_dir` already holds a `case_005_seg.nii.gz` this tool did not write",
+           _foreign_prediction,
+           r"output {run}/predictions/case_005_seg\.nii\.gz of input {run}/inputs/case_005\.nii\.gz exists and was "
+           r"not written by crln-monai", (8,)),
+    _infer("infer-input-own-label-map", "`--input` naming a label map written by inference",
+           lambda sb: sb.overrides.update(input=str(_own_label_maps(sb, ("case_005",))[0])),
+           r"input {run}/inputs/case_005_seg\.nii\.gz is a label map written by crln-monai \(NIfTI descrip "
+           r"'crln-monai segmentation'\); expected an image to segment", ()),
+    _infer("infer-input-only-label-maps", "input folder holding only label maps written by inference",
+           _own_label_maps,
+           r"no images in input folder {run}/inputs: its 2 NIfTI file\(s\) \(case_004_seg\.nii\.gz, "
+           r"case_005_seg\.nii\.gz\) are label maps written by crln-monai", ()),
+    _infer("infer-nnunet-channel-gap", "nnU-Net test folder for `in_channels` 2 with `case_b_0000`, `case_b_0002`",
+           _channel_gap,
+           r"input case 'case_b' has the channel files case_b_0000\.nii\.gz, case_b_0002\.nii\.gz \(channels "
+           r"\[0, 2\]\); expected case_b_0000 \.\. case_b_0001 \(nnU-Net naming, in_channels=2\)", (7,)),
     *_checkpoint_cases("inference", "ckpt_path", NO_PREDICTION),
 ]  # fmt: skip
 
@@ -857,7 +927,23 @@ def _brats_split(sb: Sandbox) -> None:
         (sb.root / "split" / f"{name}.txt").write_text(ids)
 
 
-_SETTINGS_FILE = ("out/.crln_prepare.json",)  # the converter's settings record, written before the first case
+def _prepared_then_broken(sb: Sandbox) -> None:
+    """A complete earlier conversion in ``out/``; then caseC's source gets a NaN and its output is removed (redone)."""
+    script_module("prepare_la").main(sb.argv)
+    for folder in ("imagesTr", "labelsTr"):
+        (sb.out / folder / "caseC.nii.gz").unlink()
+    _write_h5_case(sb.src / "caseC", image=_nan_h5(np.nan))
+
+
+def script_module(name: str) -> Any:
+    """``scripts/<name>.py`` as a module (its ``main(argv)`` is what the script runs)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_{name}_script", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 _CONVERSION = [
     _convert("convert-la-source-missing", "`prepare_la.py --source_dir` that does not exist",
@@ -870,10 +956,13 @@ _CONVERSION = [
              r"source_format='auto': {src} holds neither <case>/mri_norm2\.h5 nor <case>/lgemri\.nrrd", (11,)),
     _convert("convert-la-nan", "UA-MT h5 image with a NaN voxel", _h5("caseA", image=_nan_h5(np.nan)),
              r"prepare_la_from_h5: case 'caseA': the image holds 1 NaN and 0 Inf voxels of 720 .*refusing to write "
-             r"it: expected finite intensities", (3,), may_write=_SETTINGS_FILE),
-    _convert("convert-la-inf", "UA-MT h5 image with an Inf voxel (second case)", _h5("caseB", image=_nan_h5(np.inf)),
-             r"prepare_la_from_h5: case 'caseB': the image holds 0 NaN and 1 Inf voxels", (3,),
-             may_write=(*_SETTINGS_FILE, "out/imagesTr/caseA.nii.gz", "out/labelsTr/caseA.nii.gz")),
+             r"it: expected finite intensities", (3,)),
+    _convert("convert-la-inf", "UA-MT h5 image with an Inf voxel (second case: the first is converted, then dropped)",
+             _h5("caseB", image=_nan_h5(np.inf)),
+             r"prepare_la_from_h5: case 'caseB': the image holds 0 NaN and 1 Inf voxels", (3,)),
+    _convert("convert-la-nan-into-prepared-folder", "NaN voxel in a case redone in a folder converted before "
+             "(the folder stays as it was)", _prepared_then_broken,
+             r"prepare_la_from_h5: case 'caseC': the image holds 1 NaN and 0 Inf voxels", (3,)),
     _convert("convert-la-case-missing", "train.list naming a case folder that is missing",
              lambda sb: (sb.src / "train.list").write_text("caseA\ncaseB\ncaseZ\n"),
              r"case 'caseZ' \(in the train list\) has no {src}/caseZ/mri_norm2\.h5", ()),
@@ -881,15 +970,13 @@ _CONVERSION = [
              lambda sb: (sb.src / "test.list").write_text("caseB\ncaseC\n"),
              r"case id\(s\) in both the train and the test list: \['caseB'\]", ()),
     _convert("convert-la-h5-no-label", "h5 file without a `label` dataset", _h5("caseA", label=False),
-             r"case 'caseA': {src}/caseA/mri_norm2\.h5 has no 'label' dataset \(keys: \['image'\]\)", (),
-             may_write=_SETTINGS_FILE),
+             r"case 'caseA': {src}/caseA/mri_norm2\.h5 has no 'label' dataset \(keys: \['image'\]\)", ()),
     _convert("convert-la-h5-label-values", "h5 label with value 2", _h5("caseA", label=np.full((12, 10, 6), 2, np.uint8)),
-             r"case 'caseA': {src}/caseA/mri_norm2\.h5 'label' must hold 0/1, got values \[2\]", (),
-             may_write=_SETTINGS_FILE),
+             r"case 'caseA': {src}/caseA/mri_norm2\.h5 'label' must hold 0/1, got values \[2\]", ()),
     _convert("convert-la-h5-shapes", "h5 image and label of different shapes",
              _h5("caseA", label=np.zeros((12, 10, 5), np.uint8)),
              r"case 'caseA': {src}/caseA/mri_norm2\.h5 'image' \(12, 10, 6\) and 'label' \(12, 10, 5\) must be 3-D of "
-             r"the same shape", (), may_write=_SETTINGS_FILE),
+             r"the same shape", ()),
     _convert("convert-la-other-settings", "`--out_dir` prepared earlier with other settings",
              _prepared_with_other_settings,
              r"{out} was prepared with other settings \({out}/\.crln_prepare\.json: .*\); now .*pass overwrite=True or "
@@ -935,10 +1022,96 @@ _CONVERSION = [
 ]  # fmt: skip
 
 
+# -------------------------------------------------------------------------------------------------------- planning
+
+
+def _plan(id, input, setup, message, items=(), cli=False) -> BadInput:
+    return BadInput(id, "planning", input, setup, message, NO_PLAN, tuple(items), cli=cli)
+
+
+def _plan_args(*extra: str, replace: dict[str, str] | None = None) -> Callable[[Sandbox], None]:
+    """Change ``crln-plan``'s arguments: ``replace`` option -> value ({data}/{run}/{root} formatted), then ``extra``."""
+
+    def setup(sb: Sandbox) -> None:
+        names = {k: str(v) for k, v in sb.tokens().items()}
+        for option, value in (replace or {}).items():
+            sb.plan_argv[sb.plan_argv.index(option) + 1] = value.format(**names)
+        sb.plan_argv += [e.format(**names) for e in extra]
+
+    return setup
+
+
+def _rewrite(path: Path, change: Callable[[np.ndarray], np.ndarray]) -> None:
+    image = _load(path)
+    _save(path, change(np.asarray(image.dataobj).copy()), image.affine)
+
+
+def _no_foreground(sb: Sandbox) -> None:
+    for case in range(CASES_IN_DATA):
+        _rewrite(sb.label(f"case_{case:03d}"), np.zeros_like)
+
+
+def _constant_ct(sb: Sandbox) -> None:
+    """The json says CT, and the two labelled cases' images are blank (all 0)."""
+    meta = sb.dataset_json()
+    meta["modality"] = {"0": "CT"}
+    sb.write_dataset_json(meta)
+    for case in ("case_000", "case_001"):
+        _rewrite(sb.image(case), lambda a: np.zeros_like(a, dtype=np.float32))
+
+
+def _classes(count: int) -> Callable[[Sandbox], None]:
+    def setup(sb: Sandbox) -> None:
+        meta = sb.dataset_json()
+        meta["labels"] = {str(i): "background" if i == 0 else f"structure_{i}" for i in range(count)}
+        sb.write_dataset_json(meta)
+
+    return setup
+
+
+_PLAN_IMAGE = r"image \(case '{case}'\) {{data}}/imagesTr/{case}\.nii\.gz"
+
+_PLANNING = [
+    _plan("plan-output-folder", "`--output` naming a folder", _plan_args(replace={"--output": "{run}"}),
+          r"crln-plan: --output {run} is a folder; expected the override file to write, e\.g\. {run}/plan\.json",
+          (8,), cli=True),
+    _plan("plan-output-under-file", "`--output` below a file",
+          _plan_args(replace={"--output": "{run}/eval/summary.md/plan.json"}),
+          r"--output {run}/eval/summary\.md/plan\.json: {run}/eval/summary\.md is a file, not a folder", (8,)),
+    _plan("plan-image-not-gzipped", "uncompressed NIfTI bytes under a `.nii.gz` name (a fake `.gz`)",
+          _on("image", "case_002", lambda p: p.write_bytes(gzip.decompress(p.read_bytes()))),
+          _PLAN_IMAGE.format(case="case_002") + r" cannot be read \(.*\); expected a complete, valid image file", (6,)),
+    _plan("plan-image-truncated", "truncated `.nii.gz` of a validation case", _on("image", "case_004", _truncate),
+          _PLAN_IMAGE.format(case="case_004") + r" is truncated or corrupt", (6,)),
+    _plan("plan-label-affine", "label whose affine is shifted 0.5 mm from its image's",
+          _on("label", "case_000", _label_shift),
+          r"label \(case 'case_000'\) {data}/labelsTr/case_000\.nii\.gz and image {data}/imagesTr/case_000\.nii\.gz "
+          r"have different affines", ()),
+    _plan("plan-label-shape", "label with another shape than its image", _on("label", "case_001", _label_shape),
+          r"label \(case 'case_001'\) {data}/labelsTr/case_001\.nii\.gz has spatial shape \(16, 16, 15\)", (7,)),
+    _plan("plan-unlabelled-nan", "NaN voxel in an unlabelled image (the plan reads no statistics from it)",
+          _on("image", "case_002", lambda p: _set_voxel(p, np.nan)),
+          _PLAN_IMAGE.format(case="case_002") + r": 1 NaN and 0 Inf voxels of 4096", (3,)),
+    _plan("plan-test-inf", "Inf voxel in a test image", _on("image", "case_005", lambda p: _set_voxel(p, np.inf)),
+          _PLAN_IMAGE.format(case="case_005") + r": 0 NaN and 1 Inf voxels", (3,)),
+    _plan("plan-no-foreground", "label files without a foreground voxel in every case", _no_foreground,
+          r"none of the 2 labelled cases' label files holds a foreground voxel \(every voxel is 0, e\.g\. "
+          r"{data}/labelsTr/case_000\.nii\.gz\)", ()),
+    _plan("plan-ct-constant", "json modality CT, and the labelled images are blank (constant)", _constant_ct,
+          r"normalise='ct' .*needs varying foreground intensities.*constant image\(s\): case 'case_000' "
+          r"{data}/imagesTr/case_000\.nii\.gz \(all 0\)", ()),
+    _plan("plan-classes-do-not-fit", "1000 classes declared in the json's `labels` (4 GiB)", _classes(1000),
+          r"num_classes=1000: training needs ≈ [\d.]+ GiB even at the smallest patch \[\d+, \d+, \d+\] .*more "
+          r"than the 3\.2 GiB usable \(80 % of 4 GiB\); expected at most about \d+ classes", (4,)),
+    _plan("plan-memory", "`--memory_gib 0.0001`: no patch fits", _plan_args(replace={"--memory_gib": "0.0001"}),
+          r"does not fit 0\.0001 GiB \(--memory_gib\)", (4,)),
+]  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------------------- the table
 
 CASES: list[BadInput] = [
-    *_TRAINING_CONFIG, *_TRAINING_DATA, *_TRAINING_RESUME, *_EVALUATION, *_INFERENCE, *_CONVERSION
+    *_TRAINING_CONFIG, *_TRAINING_DATA, *_TRAINING_RESUME, *_EVALUATION, *_INFERENCE, *_CONVERSION, *_PLANNING
 ]  # fmt: skip
 """Every bad input of the suite, in the doc's order."""
 

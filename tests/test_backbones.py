@@ -281,7 +281,7 @@ def test_non_divisible_axis_is_named(backbone, shape, message):
     "strides, match",
     [
         ([2, 2, 2], r"strides must be None or 4 entries"),
-        ([[2, 2, 3], 2, 2, 2], r"strides\[0\] must be 1, 2 or three of them"),
+        ([[2, 2, 3], 2, 2, 2], r"strides\[0\] must be 1, 2 or 3 of them \(H, W, D\)"),
         ([2, [2, 2], 2, 2], r"strides\[1\]"),
         ([2, 2, 2, True], r"strides\[3\]"),
         ("2222", r"strides must be None"),

@@ -46,14 +46,13 @@ def sandbox(pristine, tmp_path) -> Sandbox:
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"_{name}_script", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bad_inputs.script_module(name)
 
 
 def _bundle_overrides(sb: Sandbox) -> dict[str, Any]:
-    return {"bundle_root": str(sb.run), "dataset_dir": str(sb.data), **sb.overrides}
+    # run/ holds a previous run (model.pt, model_last.pt), which a fresh training replaces only with --overwrite
+    # True; the cases prove that even then a refused run leaves it as it was
+    return {"bundle_root": str(sb.run), "dataset_dir": str(sb.data), "overwrite": True, **sb.overrides}
 
 
 def _run_in_process(entry: str, sb: Sandbox, built: dict[str, Any] | None = None) -> None:
@@ -61,6 +60,13 @@ def _run_in_process(entry: str, sb: Sandbox, built: dict[str, Any] | None = None
     ``built["workflow"]`` receives the bundle workflow."""
     if entry == "conversion":
         _script(sb.script).main(sb.argv)
+        return
+    if entry == "planning":  # as `python -m crln_monai.plan`: its status becomes the exit status
+        from crln_monai.plan.__main__ import main as plan_main
+
+        status = plan_main(sb.plan_argv)
+        if status:
+            raise SystemExit(status)
         return
     from monai.bundle import ConfigWorkflow
 
@@ -78,6 +84,8 @@ def _run_in_process(entry: str, sb: Sandbox, built: dict[str, Any] | None = None
 def _command(entry: str, sb: Sandbox) -> list[str]:
     if entry == "conversion":
         return [sys.executable, str(REPO / "scripts" / f"{sb.script}.py"), *sb.argv]
+    if entry == "planning":
+        return [sys.executable, "-m", "crln_monai.plan", *sb.plan_argv]
     files = [CONFIGS / f"{name}.json" for name in ENTRY_POINTS[entry]]
     return run_command(
         entry, files, _bundle_overrides(sb), meta_file=CONFIGS / "metadata.json", logging_file=CONFIGS / "logging.conf"
@@ -153,6 +161,10 @@ def test_bad_input_is_refused_in_one_line_before_any_work(case: BadInput, sandbo
         assert "train::preprocessing" not in resolved, f"{case.id}: refused only when the data set was loaded"
 
 
+EXIT_STATUS = {"planning": 2}
+"""Exit status of a refused command line: 1 (a bundle run's or a converter's exception), 2 for ``crln-plan``."""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CLI, ids=[c.id for c in CLI])
 def test_bad_input_on_the_command_line_exits_with_status_1(case: BadInput, sandbox: Sandbox):
@@ -160,7 +172,8 @@ def test_bad_input_on_the_command_line_exits_with_status_1(case: BadInput, sandb
     before = _snapshot(sandbox.root)
     result = subprocess.run(_command(case.entry, sandbox), capture_output=True, text=True, timeout=300, cwd=sandbox.root)
     output = result.stdout + result.stderr
-    assert result.returncode == 1, f"{case.id}: exit status {result.returncode}\n{output[-3000:]}"
+    expected = EXIT_STATUS.get(case.entry, 1)
+    assert result.returncode == expected, f"{case.id}: exit status {result.returncode}\n{output[-3000:]}"
     assert "terminate called" not in output
     pattern = _pattern(case, sandbox)
     assert any(re.search(pattern, line) for line in output.splitlines()), f"{case.id}: {pattern!r}\n{output[-3000:]}"
@@ -172,6 +185,7 @@ _OUTPUTS = {  # what a successful run of the unbroken sandbox writes: the files 
     "evaluating": ["run/eval/summary.md", "run/eval/per_case.csv"],
     "inference": ["run/predictions/case_004_seg.nii.gz", "run/predictions/case_005_seg.nii.gz"],
     "conversion": ["out/dataset.json", "out/imagesTr/caseA.nii.gz", "out/labelsTr/caseC.nii.gz"],
+    "planning": ["plan.json"],
 }
 
 
@@ -193,14 +207,17 @@ def test_resume_guarantees_point_to_a_test_that_exists(case: BadInput):
 
 
 def _names() -> set[str]:
-    """Config keys, converter arguments and the sandbox's case ids: what a message may name instead of a file."""
+    """Config keys, converter and plan arguments and the sandbox's case ids: what a message may name instead of a
+    file."""
     import inspect
 
     from crln_monai.bundle import SCHEMA
     from crln_monai.data import convert
+    from crln_monai.plan.__main__ import _parser as plan_parser
 
     arguments = {a for f in (convert.prepare_la, convert.prepare_pancreas_ct, convert.prepare_brats19)
                  for a in inspect.signature(f).parameters}  # fmt: skip
+    arguments |= {action.dest for action in plan_parser()._actions}
     cases = {f"case_{i:03d}" for i in range(bad_inputs.CASES_IN_DATA)} | {"caseA", "caseB", "caseC", "caseZ"}
     return set(SCHEMA) | arguments | cases
 

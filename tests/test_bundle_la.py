@@ -200,7 +200,8 @@ def test_a_run_that_diverges_at_an_epoch_end_writes_nothing_of_that_epoch(tmp_pa
     written = {}
 
     def diverge(engine):  # what a NaN loss in the last iteration of epoch 2 leaves on the device
-        written.update({p.name: p.read_bytes() for p in models.iterdir()})
+        assert (models / "run.lock").is_file()  # the run holds its folder while it trains
+        written.update({p.name: p.read_bytes() for p in models.iterdir() if p.name != "run.lock"})
         engine._nonfinite.fill_(True)
 
     trainer.add_event_handler(Events.ITERATION_COMPLETED(once=4), diverge)
@@ -209,5 +210,5 @@ def test_a_run_that_diverges_at_an_epoch_end_writes_nothing_of_that_epoch(tmp_pa
     assert isinstance(failed.value.__cause__, FloatingPointError)
     assert "non-finite loss at or before iteration 4" in str(failed.value.__cause__)
     assert sorted(written) == ["model.pt", "model_last.pt", "resume.pt"]  # epoch 1's, all three
-    assert {p.name: p.read_bytes() for p in models.iterdir()} == written  # nothing of epoch 2 was written
+    assert {p.name: p.read_bytes() for p in models.iterdir()} == written  # nothing of epoch 2 written, lock released
     assert torch.load(models / "resume.pt", weights_only=True)["trainer"]["iteration"] == 2

@@ -25,7 +25,8 @@ import sync_bundles  # noqa: E402
 
 BUNDLES = REPO / "bundles"
 GENERATED = sorted(sync_bundles.BUNDLE_VALUES)
-# METHOD.md §2: (labelled cases, prototypes K, xi, lambda_cp) of each protocol; the 10 % one is the default
+# docs/method.md#hyper-parameters: (labelled cases, prototypes K, xi, lambda_cp) of each protocol; the 10 % one is
+# the default
 PROTOCOLS = {
     ("la", "protocol_la8.json"): (8, 16, 0.6, 0.5),
     ("la", "protocol_la16.json"): (16, 16, 0.9, 0.5),

@@ -106,7 +106,7 @@ def test_unknown_override_in_the_parsed_bundle():
         ({"patch_size": [112, 112]}, "config key 'patch_size' must be a list of 3 ints >= 1, got [112, 112]"),
         ({"num_labelled": "8"}, "config key 'num_labelled' must be null or an int >= 1, got '8'"),
         ({"rectifier": "learnable"}, f"config key 'rectifier' must be one of {list(RECTIFIER_MODES)}, got 'learnable'"),
-        ({"backbone": "resnet"}, "config key 'backbone' must be one of ['vnet', 'unet3d'], got 'resnet'"),
+        ({"backbone": "resnet"}, "config key 'backbone' must be one of ['vnet', 'unet3d', 'unet2d'], got 'resnet'"),
         ({"amp_dtype": "fp8"}, "config key 'amp_dtype' must be null, a torch.dtype or one of"),
         ({"device": "gpu"}, "config key 'device' must be a torch.device or a device name"),
         ({"resume": "true"}, "config key 'resume' must be null, True, False, 'auto' or a checkpoint path"),

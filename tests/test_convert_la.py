@@ -163,23 +163,57 @@ def test_h5_synthetic_conversion_rerun_and_datalist(tmp_path, capsys):
     assert {k: v[0] for k, v in _snapshot(out).items()} == {k: v[0] for k, v in before.items()}
 
 
-def test_h5_without_label_names_the_file_and_keeps_written_cases(tmp_path):
-    source, _ = _h5_source(tmp_path, cases=("caseA", "caseB"))
+def test_h5_without_label_names_the_file_and_leaves_no_half_data_set(tmp_path):
+    source, _ = _h5_source(tmp_path, cases=("caseA", "caseB", "caseC"))
     bad = source / "caseB" / "mri_norm2.h5"
     _write_h5(bad, _zscored_8bit(np.random.default_rng(3)), None)
     out = tmp_path / "out"
+    kw = dict(test_list=[], num_labelled=1, progress=False)
     with pytest.raises(ValueError, match=r"caseB.*mri_norm2\.h5.*'label'"):
-        prepare_la_from_h5(source, out, train_list=["caseA", "caseB"], test_list=[], num_labelled=1, progress=False)
-    assert is_complete_nifti_gz(out / "imagesTr" / "caseA.nii.gz")
-    assert is_complete_nifti_gz(out / "labelsTr" / "caseA.nii.gz")
-    assert not (out / "imagesTr" / "caseB.nii.gz").exists() and not (out / "labelsTr" / "caseB.nii.gz").exists()
-    assert not (out / "dataset.json").exists()
-    assert not [p for p in out.rglob("*.tmp")]
-    # fixing the input and rerunning completes the folder, caseA untouched
-    written = _snapshot(out)
+        prepare_la_from_h5(source, out, train_list=["caseA", "caseB"], **kw)
+    assert not out.exists()  # caseA was converted before caseB failed: nothing of the run is left, no folder
+    # a complete folder meets a corrupt case on a later run (a third case added): it stays exactly as it was
     _write_h5(bad, _zscored_8bit(np.random.default_rng(3)), np.zeros((12, 10, 6), np.uint8))
-    prepare_la_from_h5(source, out, train_list=["caseA", "caseB"], test_list=[], num_labelled=1, progress=False)
-    assert _snapshot(out)["imagesTr/caseA.nii.gz"] == written["imagesTr/caseA.nii.gz"]
+    prepare_la_from_h5(source, out, train_list=["caseA", "caseB"], **kw)
+    (out / "notes.txt").write_text("the user's own file\n")
+    written = _snapshot(out)
+    _write_h5(source / "caseC" / "mri_norm2.h5", _zscored_8bit(np.random.default_rng(4)), None)
+    with pytest.raises(ValueError, match=r"caseC.*mri_norm2\.h5.*'label'"):
+        prepare_la_from_h5(source, out, train_list=["caseA", "caseB", "caseC"], **kw)
+    assert _snapshot(out) == written and sorted(p.name for p in out.iterdir()) == sorted(
+        [".crln_prepare.json", "dataset.json", "imagesTr", "labelsTr", "notes.txt"]
+    )
+    # fixed and rerun: the third case joins, the first two keep their files (same bytes and modification times)
+    fixed = (_zscored_8bit(np.random.default_rng(4)), np.zeros((12, 10, 6), np.uint8))
+    _write_h5(source / "caseC" / "mri_norm2.h5", *fixed)
+    prepare_la_from_h5(source, out, train_list=["caseA", "caseB", "caseC"], **kw)
+    after = _snapshot(out)
+    assert after["imagesTr/caseA.nii.gz"] == written["imagesTr/caseA.nii.gz"] and "imagesTr/caseC.nii.gz" in after
+    assert after["notes.txt"] == written["notes.txt"] and not list(out.glob(".prepare-*"))
+    assert json.loads((out / "dataset.json").read_text())["train_ids"] == ["caseA", "caseB", "caseC"]
+
+
+def test_an_interrupt_leaves_the_folder_as_it_was_and_the_next_run_clears_the_temporary(tmp_path, monkeypatch):
+    from crln_monai.data.convert import output
+
+    source, _ = _h5_source(tmp_path, cases=("caseA", "caseB"))
+    out = tmp_path / "out"
+    kw = dict(train_list=["caseA"], test_list=["caseB"], num_labelled=1, progress=False)
+    prepare_la_from_h5(source, out, **kw)
+    before = _snapshot(out)
+    real = output.write_dataset_json
+
+    def interrupted(*args, **kwargs):  # Ctrl-C after every case, before dataset.json
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(output, "write_dataset_json", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_la_from_h5(source, out, overwrite=True, **kw)
+    assert _snapshot(out) == before and not list(out.glob(".prepare-*"))
+    monkeypatch.setattr(output, "write_dataset_json", real)
+    (out / ".prepare-killed.tmp" / "imagesTr").mkdir(parents=True)  # what a SIGKILL mid-run leaves
+    prepare_la_from_h5(source, out, **kw)
+    assert _snapshot(out) == before and not list(out.glob(".prepare-*"))
 
 
 def test_list_naming_a_missing_case_fails_before_writing(tmp_path):
@@ -297,7 +331,7 @@ def test_nrrd_label_errors_name_case_and_file(tmp_path):
     kw = dict(train_list=["n1", "n2"], test_list=["n3"], num_labelled=1, progress=False)
     with pytest.raises(ValueError, match=r"'n3'.*laendo\.nrrd.*geometry"):
         prepare_la_from_nrrd(source, out, **kw)
-    assert is_complete_nifti_gz(out / "imagesTr" / "n1.nii.gz") and not (out / "imagesTr" / "n3.nii.gz").exists()
+    assert not out.exists()  # n1 and n2 were converted before n3 failed: no half data set is left
     _write_nrrd_case(source / "n3", raw, (label > 0).astype(np.uint8) * 7)
     with pytest.raises(ValueError, match=r"'n3'.*laendo\.nrrd.*0/255"):
         prepare_la_from_nrrd(source, out, **kw)

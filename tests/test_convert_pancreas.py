@@ -192,19 +192,16 @@ def test_rerun_is_byte_identical_and_label_orientation_is_resolved(tmp_path, cap
     assert {k: v[0] for k, v in _snapshot(out).items()} == {k: v[0] for k, v in before.items()}
 
 
-def test_missing_slice_names_the_case_and_keeps_earlier_cases(tmp_path):
+def test_missing_slice_names_the_case_and_leaves_no_half_data_set(tmp_path):
     source, _ = _source(tmp_path)
     series = source / "PANCREAS_0003" / "study" / "series"
     sorted(series.glob("*.dcm"))[2].unlink()  # a middle slice
     out = tmp_path / "out"
     with pytest.raises(ValueError, match=r"image0003.*1 missing slice"):
         prepare_pancreas_ct(source, out, test_list=["image0002"], num_labelled=1, progress=False)
-    # order: train cases ascending (0001, 0003), then test (0002): 0001 was written before the failure
-    assert is_complete_nifti_gz(out / "imagesTr" / "image0001.nii.gz")
-    assert is_complete_nifti_gz(out / "labelsTr" / "image0001.nii.gz")
-    assert not (out / "imagesTr" / "image0003.nii.gz").exists() and not (out / "labelsTr" / "image0003.nii.gz").exists()
-    assert not (out / "imagesTr" / "image0002.nii.gz").exists() and not (out / "dataset.json").exists()
-    assert not list(out.rglob("*.tmp"))
+    # order: train cases ascending (0001, 0003), then test (0002): 0001 was converted before the failure, and
+    # nothing of the run is left (no folder, no image0001, no dataset.json)
+    assert not out.exists()
 
 
 def test_inconsistent_slice_spacing_and_pixel_spacing(tmp_path):
@@ -238,7 +235,7 @@ def test_label_geometry_mismatch_names_the_case(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((12, 10, 5), np.uint8), _ras_affine()), source / "labels" / "label0003.nii.gz")
     with pytest.raises(ValueError, match=r"image0003.*geometry"):
         prepare_pancreas_ct(source, out, test_list=[], num_labelled=1, progress=False)
-    assert is_complete_nifti_gz(out / "imagesTr" / "image0001.nii.gz")
+    assert not out.exists()
 
 
 def test_split_and_input_errors(tmp_path):

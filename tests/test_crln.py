@@ -17,7 +17,7 @@ def test_output_shapes(backbone, size):
     assert out.logits.shape == (1, 2, *size)
     assert out.relation_map.shape == (1, 2, *size)
     assert out.rectified_logits.shape == (1, 2, *size)
-    assert out.embedding.shape == (1, 4, *size)  # D_r = K with prototype_reduce="feature" (METHOD A3)
+    assert out.embedding.shape == (1, 4, *size)  # D_r = K with prototype_reduce="feature" (docs/method.md, A3)
     assert (out.relation_map >= 0).all()
 
 

@@ -256,7 +256,7 @@ def test_prepare_la_refuses_nan_voxels_and_a_missing_source_dir(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(ValueError, match=r"^prepare_la_from_h5: case 'caseB': the image holds 1 NaN and 0 Inf voxels"):
         prepare_la(tmp_path / "src", out, train_list=["caseA", "caseB"], test_list=[], num_labelled=1, progress=False)
-    assert (out / "imagesTr" / "caseA.nii.gz").is_file() and not (out / "imagesTr" / "caseB.nii.gz").exists()
+    assert not out.exists()  # caseA was converted before caseB failed: no half data set is left
     for convert in (prepare_la, prepare_la_from_h5):
         with pytest.raises(FileNotFoundError, match=r"source_dir .*nowhere does not exist"):
             convert(tmp_path / "nowhere", out)
@@ -325,6 +325,6 @@ def test_evaluation_and_inference_check_their_cases_before_any_work(tmp_path):
     )  # fmt: skip
     with pytest.raises(RuntimeError) as info:
         inference.initialize()
-    assert f"image {test_image}: 1 NaN and 0 Inf voxels" in _chain(info.value)
+    assert f"image (case 'case_004') {test_image}: 1 NaN and 0 Inf voxels" in _chain(info.value)
     written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()] + list(tmp_path.glob("predictions/*"))
     assert written == []  # no report, no prediction (the output folders may exist: they are checked at start)

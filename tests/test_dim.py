@@ -1,4 +1,4 @@
-"""Tests of the Dynamic Interaction Module (METHOD.md §1.4, Table 6, A4–A6, A12, A16)."""
+"""Tests of the Dynamic Interaction Module (docs/method.md#dynamic-interaction-module, Table 6, A4–A6, A12, A16)."""
 
 from __future__ import annotations
 
@@ -163,8 +163,60 @@ def test_upsample_init_default_is_pytorchs_and_kaiming_is_a_switch():
     for dim in (authors, ours):  # the DIM's Conv3d layers are Kaiming-normal either way
         conv = max((m for m in dim.modules() if isinstance(m, torch.nn.Conv3d)), key=lambda m: m.weight.numel())
         assert conv.weight.std().item() == pytest.approx((2.0 / conv.weight[0].numel()) ** 0.5, rel=0.1)
-    with pytest.raises(ValueError, match=r"upsample_init must be one of \('default', 'kaiming'\), got 'uniform'"):
+    with pytest.raises(ValueError, match=r"upsample_init must be one of \('authors', 'default', 'kaiming'\), got 'u"):
         make_dim(upsample_init="uniform")
+
+
+@pytest.mark.parametrize("num_classes", [2, 8])
+def test_grouped_upsampling_starts_at_the_authors_scale(num_classes):
+    """The default grouped (per-class) transposed conv is drawn at the scale of the authors' full C -> C conv:
+    U(±1/√(C·8)), ±0.25 for two classes; PyTorch's own init of the grouped conv (fan-in 8 alone, U(±0.354)) is the
+    ``upsample_init="default"`` switch."""
+    authors_bound = 1.0 / math.sqrt(num_classes * 8)
+    torch.manual_seed(0)
+    draws = [make_dim(num_classes=num_classes, seed=s).upsample for s in range(20)]
+    weights = torch.cat([up.weight.reshape(-1) for up in draws])
+    biases = torch.cat([up.bias.reshape(-1) for up in draws])
+    assert draws[0].weight.shape == (num_classes, 1, 2, 2, 2)  # grouped: fan-in 8 under PyTorch's rule
+    assert weights.abs().max().item() <= authors_bound
+    assert weights.abs().max().item() > 0.9 * authors_bound  # the whole interval is used
+    assert biases.abs().max().item() <= authors_bound
+    assert weights.std().item() == pytest.approx(authors_bound / math.sqrt(3), rel=0.1)
+    pytorch = torch.cat([make_dim(num_classes=num_classes, upsample_init="default", seed=s).upsample.weight.reshape(-1)
+                         for s in range(20)])
+    assert pytorch.abs().max().item() > 1.2 * authors_bound and pytorch.abs().max().item() <= 1 / math.sqrt(8)
+    # with the authors' full conv both agree: "authors" is then PyTorch's default
+    full = make_dim(num_classes=num_classes, upsample_mixes_classes=True).upsample.weight
+    assert full.abs().max().item() <= authors_bound
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_two_dimensional_dim_shapes_layers_and_gradient(aggregation):
+    """A patch of two sides gives a 2-D DIM: 2-D taps in, a (B, C, H, W) relation map out, 2-D layers only, and
+    the gradient reaches the prototypes."""
+    dim = make_dim(patch_size=(32, 24), num_classes=3, aggregation=aggregation, levels="all")
+    assert dim.spatial_dims == 2 and dim.level_sizes == ((8, 6), (16, 12))
+    assert not any(isinstance(m, (torch.nn.Conv3d, torch.nn.BatchNorm3d, torch.nn.ConvTranspose3d)) for m in dim.modules())
+    assert isinstance(dim.upsample, torch.nn.ConvTranspose2d)
+    features = [torch.randn(2, 64, 8, 6, requires_grad=True), torch.randn(2, 32, 16, 12, requires_grad=True)]
+    relation = dim(features)
+    assert relation.shape == (2, 3, 32, 24) and bool((relation >= 0).all())
+    relation.square().sum().backward()
+    assert dim.prototypes.grad is not None and dim.prototypes.grad.abs().sum() > 0
+    assert all(f.grad.abs().sum() > 0 for f in features)
+    with pytest.raises(ValueError, match=r"features\[1\] has spatial size \(16, 16\)"):
+        dim([torch.randn(2, 64, 8, 6), torch.randn(2, 32, 16, 16)])
+
+
+def test_two_dimensional_dim_keeps_classes_apart():
+    dim = make_dim(patch_size=(16, 16), prototype_init="normal").eval()
+    features = [torch.randn(1, 64, 4, 4), torch.randn(1, 32, 8, 8)]
+    base = dim(features)
+    with torch.no_grad():
+        dim.prototypes[0].add_(1.0)
+    changed = dim(features)
+    assert (changed[:, 1] - base[:, 1]).abs().max() == 0  # class 1's map ignores class 0's prototypes
+    assert (changed[:, 0] - base[:, 0]).abs().max() > 0
 
 
 def test_legacy_query_layout_rows():
@@ -297,7 +349,8 @@ def test_wrong_features_raise():
         ({"patch_size": (32, 32, 5), "strides": [[2, 2, 1], [2, 2, 2]]}, r"divisible by \(4, 4, 2\).*\(32, 32, 5\)"),
         ({"strides": [2, 2, 2]}, r"strides must be None or 2 entries"),
         ({"strides": [2, 3]}, r"strides\[1\] must be 1, 2"),
-        ({"patch_size": (32, 32)}, "patch_size"),
+        ({"patch_size": (32, 32, 16, 8)}, r"patch_size must be 3 \(or 2, for slices\)"),
+        ({"patch_size": (30, 32)}, r"divisible by \(4, 4\) per axis"),
         ({"num_classes": 1}, "num_classes"),
         ({"num_prototypes": 0}, "num_prototypes"),
         ({"drop_path": 1.5}, "drop_path"),

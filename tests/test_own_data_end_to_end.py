@@ -72,7 +72,7 @@ def test_plan_train_export_infer_and_report_on_a_four_class_two_channel_anisotro
     plan = json.loads(plan_file.read_text())
     assert (plan["in_channels"], plan["num_classes"], plan["class_names"]) == (2, 4, list(CLASSES.values()))
     assert plan["target_spacing"] is None and plan["normalise"] == "zscore"
-    assert all(level[2] == 1 for level in plan["strides"][:2])  # thick slices: no through-plane pooling first
+    assert plan["backbone"] == "unet2d" and plan["patch_size"] == [32, 16, 1]  # thick slices: slice-wise
 
     run = {"bundle_root": str(tmp_path / "run"), **SPEED}
     _workflow([CONFIGS / "train.json", plan_file], "training", **run)
@@ -84,11 +84,37 @@ def test_plan_train_export_infer_and_report_on_a_four_class_two_channel_anisotro
         [export / "configs" / "inference.json"], "inference", bundle_root=str(export),
         input=[str(p) for p in test_images], output_dir=str(tmp_path / "out"),
     )  # fmt: skip
-    for image_file in test_images:
+    for image_file in test_images:  # slice by slice, written as 3-D volumes on each input's grid
         image = nib.load(image_file)
         seg = nib.load(tmp_path / "out" / image_file.name.replace(".nii.gz", "_seg.nii.gz"))
         assert seg.shape == image.shape[:3] and np.allclose(seg.affine, image.affine)
         assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= {0, 1, 2, 3}
+    # an input at another in-plane spacing (the first test image at 0.75 mm, its values linearly interpolated, so
+    # every other voxel is the original's) is resampled to the trained 1.5 mm, segmented, and written back on its
+    # own grid: its label map on the original voxels equals the original's, which no unresampled run would give
+    image = nib.load(test_images[0])
+    original = np.asarray(image.dataobj, dtype=np.float32)
+    fine = original
+    for axis in (0, 1):
+        between = 0.5 * (np.take(fine, range(fine.shape[axis] - 1), axis) + np.take(fine, range(1, fine.shape[axis]), axis))
+        stacked = np.stack([np.take(fine, range(fine.shape[axis] - 1), axis), between], axis + 1)
+        merged = stacked.reshape(*fine.shape[:axis], -1, *fine.shape[axis + 1 :])
+        fine = np.concatenate([merged, np.take(fine, [fine.shape[axis] - 1], axis)], axis)
+    fine_file = tmp_path / "fine" / "heart_fine.nii.gz"
+    fine_file.parent.mkdir()
+    nib.save(nib.Nifti1Image(fine, np.diag([0.75, 0.75, 8.0, 1.0])), str(fine_file))
+    _workflow(
+        [export / "configs" / "inference.json"], "inference", bundle_root=str(export), input=str(fine_file),
+        output_dir=str(tmp_path / "out_fine"),
+    )  # fmt: skip
+    seg_fine = np.asarray(nib.load(tmp_path / "out_fine" / "heart_fine_seg.nii.gz").dataobj)
+    seg_original = np.asarray(nib.load(tmp_path / "out" / test_images[0].name.replace(".nii.gz", "_seg.nii.gz")).dataobj)
+    assert seg_fine.shape == fine.shape[:3]
+    assert (seg_fine[::2, ::2] == seg_original).mean() > 0.97
+
+    metadata = json.loads((export / "configs" / "metadata.json").read_text())
+    geometry = metadata["trained_geometry"]  # known although the plan kept the native spacing
+    assert geometry["spacing"] == list(SPACING) and geometry["orientation"] == "RAS" and metadata["spacing"] == list(SPACING)
 
     _workflow([CONFIGS / "train.json", plan_file, CONFIGS / "evaluate.json"], "evaluating", **run)
     report = tmp_path / "run" / "eval"

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from crln_monai.plan import PlanError, format_table, plan_dataset
+from crln_monai.plan import probe as probe_module
 from crln_monai.plan import rules
+from crln_monai.plan.planner import parse_duration
 from crln_monai.plan.__main__ import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,7 +22,7 @@ PLAN_KEYS = {
     "dataset_dir", "datalist_file", "num_labelled", "num_validation", "in_channels", "num_classes", "class_names",
     "orientation", "target_spacing", "normalise", "intensity_range", "intensity_stats", "strides", "patch_size",
     "labelled_batch_size", "unlabelled_batch_size", "sw_stride", "foreground_share", "max_epochs", "epoch_length",
-    "val_interval", "rectify_start", "lr", "num_workers",
+    "val_interval", "rectify_start", "lr", "num_workers", "backbone", "sw_batch_size",
 }
 CARDIAC_LABELS = {"0": "background", "1": "RV", "2": "MYO", "3": "LV"}
 
@@ -80,10 +82,29 @@ def _check_no_pooling_below(patch, strides, minimum=8):
                 size[a] //= 2
 
 
-def test_anisotropic_cardiac_plan(tmp_path):
+def test_anisotropic_cardiac_plan_is_slice_wise(tmp_path):
+    """Slices 5.3× thicker than in-plane: the plan chooses the 2-D configuration, one-slice patches of the in-plane
+    median shape (in multiples of 16) and more slices per step, and says why."""
     root = _cardiac(tmp_path / "cine")
     plan = plan_dataset(root, datalist_file="dataset_unlabelled.json", device="cuda", memory_gib=8.0, num_workers=2)
     out = plan.overrides
+    print(format_table(plan))
+    assert set(out) == PLAN_KEYS
+    why = dict((k, w) for k, _, w in plan.rows)
+    assert out["backbone"] == "unet2d" and "2d: slices 5.3× thicker than in-plane" in why["backbone"]
+    assert out["patch_size"] == [32, 32, 1] and out["strides"] is None  # median 40×36: multiples of 16
+    assert out["sw_stride"] == [16, 16, 1] and out["sw_batch_size"] == rules.SLICE_WINDOWS
+    assert (out["labelled_batch_size"], out["unlabelled_batch_size"]) == rules.SLICE_BATCH
+    assert out["orientation"] == "RAS" and out["target_spacing"] is None
+    assert out["max_epochs"] * out["epoch_length"] == 40_000 and out["rectify_start"] == 800 and out["lr"] == 0.0025
+
+
+def test_anisotropic_cardiac_plan_in_three_dimensions(tmp_path):
+    root = _cardiac(tmp_path / "cine")
+    plan = plan_dataset(root, datalist_file="dataset_unlabelled.json", device="cuda", memory_gib=8.0, num_workers=2,
+                        configuration="3d")
+    out = plan.overrides
+    assert out["backbone"] == "vnet" and "--configuration 3d" in dict((k, w) for k, _, w in plan.rows)["backbone"]
     print(format_table(plan))
     assert set(out) == PLAN_KEYS
     assert out["datalist_file"] == "dataset_unlabelled.json"
@@ -119,20 +140,22 @@ def test_plan_builds_the_network_and_passes_the_bundle_check(tmp_path):
     from crln_monai.bundle import check_config
     from crln_monai.networks import CRLN
 
-    out = plan_dataset(_cardiac(tmp_path / "cine"), datalist_file="dataset_unlabelled.json", memory_gib=8.0).overrides
-    net = CRLN(in_channels=out["in_channels"], num_classes=out["num_classes"], patch_size=out["patch_size"],
-               strides=out["strides"])
-    logits = net(torch.zeros(2, out["in_channels"], *out["patch_size"])).logits
-    assert logits.shape == (2, 4, *out["patch_size"])
-    parser = ConfigParser()
-    parser.read_config(str(REPO / "bundles" / "la" / "configs" / "train.json"))
-    parser.update(out)
-    check_config(parser)
+    for configuration in ("2d", "3d"):
+        out = plan_dataset(_cardiac(tmp_path / configuration), datalist_file="dataset_unlabelled.json", memory_gib=8.0,
+                           configuration=configuration).overrides
+        net = CRLN(in_channels=out["in_channels"], num_classes=out["num_classes"], patch_size=out["patch_size"],
+                   strides=out["strides"], backbone=out["backbone"])
+        logits = net(torch.zeros(2, out["in_channels"], *out["patch_size"])).logits
+        assert logits.shape == (2, 4, *out["patch_size"])
+        parser = ConfigParser()
+        parser.read_config(str(REPO / "bundles" / "la" / "configs" / "train.json"))
+        parser.update(out)
+        check_config(parser)
 
 
 def test_ten_slices_allow_one_through_plane_pooling(tmp_path):
     root = _cardiac(tmp_path / "cine", slices=(10,) * 5, unlabelled=(10, 10))
-    out = plan_dataset(root, datalist_file="dataset_unlabelled.json", memory_gib=8.0).overrides
+    out = plan_dataset(root, datalist_file="dataset_unlabelled.json", memory_gib=8.0, configuration="3d").overrides
     assert out["patch_size"][2] == 10
     assert [level[2] for level in out["strides"]] == [1, 1, 2, 1]
 
@@ -229,7 +252,8 @@ def test_command_line_writes_the_override_and_fails_in_one_line(tmp_path, capsys
     assert status == 0
     written = json.loads(output.read_text())
     assert set(written) == PLAN_KEYS
-    assert written["max_epochs"] * written["epoch_length"] == 600 and written["rectify_start"] == 12
+    assert written["max_epochs"] * written["epoch_length"] == 600
+    assert written["rectify_start"] == 120 and written["lr"] == rules.SHORT_BUDGET_LR  # the short-budget rules
     printed = capsys.readouterr().out
     assert "patch_size" in printed and "WARNING: the budget of 600 iterations is far below" in printed
     custom = REPO / "bundles" / "custom" / "configs" / "train.json"
@@ -277,3 +301,104 @@ def test_la2018_plan(la_dir):
     assert out["target_spacing"] is None and out["strides"] is None and out["normalise"] == "zscore"
     assert out["patch_size"] == [128, 128, 80] and out["num_labelled"] == 8 and out["num_validation"] == 8
     assert (out["max_epochs"], out["epoch_length"], out["rectify_start"]) == (200, 200, 800)
+
+
+def test_thick_axis_first_goes_last_in_the_network_order(tmp_path):
+    """Thick sagittal slices (x coarsest): the plan orients the cases "ASR" so the thick axis is last, and states
+    patch, strides and spacing in that order; the same anatomy with thick axial slices plans the same network."""
+    axial = plan_dataset(_cardiac(tmp_path / "axial"), datalist_file="dataset_unlabelled.json", memory_gib=8.0,
+                         configuration="3d").overrides
+    sagittal_root = _cardiac(tmp_path / "sagittal", spacing=(8.0, 1.5, 1.5))
+    for path in sagittal_root.rglob("*.nii.gz"):  # move z first: the thick axis is now x
+        image = nib.load(str(path))
+        array = np.moveaxis(np.asarray(image.dataobj), 2, 0)
+        nib.save(nib.Nifti1Image(array, np.diag([8.0, 1.5, 1.5, 1.0])), str(path))
+    plan = plan_dataset(sagittal_root, datalist_file="dataset_unlabelled.json", memory_gib=8.0, configuration="3d")
+    out = plan.overrides
+    assert out["orientation"] == "ASR" and "the coarsest axis R" in dict((k, w) for k, _, w in plan.rows)["orientation"]
+    for key in ("patch_size", "strides", "sw_stride", "target_spacing"):
+        assert out[key] == axial[key], key
+    assert plan_dataset(sagittal_root, datalist_file="dataset_unlabelled.json").overrides["backbone"] == "unet2d"
+
+
+def test_axis_order_and_configuration_rules():
+    assert rules.axis_order([0.8, 0.8, 5.0])[:2] == ([0, 1, 2], "RAS")
+    assert rules.axis_order([5.0, 0.8, 0.8])[:2] == ([1, 2, 0], "ASR")
+    assert rules.axis_order([0.8, 5.0, 0.8])[:2] == ([0, 2, 1], "RSA")
+    assert rules.axis_order([1.0, 1.0, 1.0])[:2] == ([0, 1, 2], "RAS")
+    assert rules.axis_order([1.005, 1.0, 1.0])[:2] == ([0, 1, 2], "RAS")  # within 1 %: no reordering
+    assert rules.choose_configuration([1.5, 1.5, 10.0], [200, 200, 10], None)[0] == "2d"
+    assert rules.choose_configuration([1.0, 1.0, 2.9], [200, 200, 60], None)[0] == "3d"
+    assert rules.choose_configuration([1.0, 1.0, 1.0], [200, 200, 12], None)[0] == "2d"  # too few slices
+    assert rules.choose_configuration([0.625] * 3, [192, 142, 88], None)[0] == "3d"  # LA at full resolution
+    assert rules.choose_configuration([1.5, 1.5, 10.0], [200, 200, 10], "3d") == ("3d", "--configuration 3d")
+    with pytest.raises(ValueError, match="configuration must be one of"):
+        rules.choose_configuration([1, 1, 1], [8, 8, 8], "2.5d")
+
+
+def test_planar_patch_rule():
+    assert rules.planar_patch([192, 142, 11])[0] == [192, 128, 1]
+    assert rules.planar_patch([8, 40, 11])[0] == [16, 32, 1]  # at least one multiple of 16
+    patch, why = rules.planar_patch([400, 300, 10], max_pixels=192 * 192)
+    assert patch[0] * patch[1] <= 192 * 192 and patch[0] % 16 == patch[1] % 16 == 0 and "capped" in why
+    assert patch == [192, 192, 1]  # [400, 288]: the longer side loses 16 at a time, then both, until ≤ 192²
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("45m", 2700), ("1h30m", 5400), ("1.5h", 5400), ("90s", 90), ("2 h", 7200), ("2700", 2700), ("1d", 86400),
+     ("10min", 600)],
+)
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "45 minutes", "1h30", "-5m", "3weeks"])
+def test_parse_duration_refuses_unclear_text(text):
+    with pytest.raises(ValueError, match="cannot read the duration"):
+        parse_duration(text)
+
+
+def test_short_budget_rules():
+    short = rules.optimisation(1_000, "2d")
+    assert short["lr"][0] == rules.SHORT_BUDGET_LR
+    assert short["rectify_start"][0] == round(rules.SHORT_BUDGET_RECTIFY_FRACTION * 1_000)
+    paper = rules.optimisation(40_000, "3d")
+    assert (paper["lr"][0], paper["rectify_start"][0]) == (rules.PAPER_LR, 800)
+
+
+def test_iterations_filling_a_budget_by_hand():
+    """600 s, start 20 s, 10 cases × 1 s to cache, 2 validation cases × 5 s; 0.5 s per iteration, 1 s per epoch end.
+    Validations: min(20, 8 % of 600 / 10) = 4 (40 s). Left: 600 − 20 − 10 − 40 = 530 = 0.5·n + √n → √n = 31.56."""
+    probe = probe_module.Probe(
+        seconds_start=20.0, seconds_per_case=1.0, seconds_per_iteration=0.5, seconds_per_validation_case=5.0,
+        seconds_per_epoch_end=1.0, timed_iterations=6,
+    )  # fmt: skip
+    iterations, validations = probe_module.iterations_for(600.0, probe, 10, 2)
+    assert validations == 4
+    root = (-1 + (1 + 4 * 0.5 * 530) ** 0.5) / (2 * 0.5)
+    assert iterations == int(root * root) == 996
+    estimate = probe_module.estimate_seconds(probe, iterations, round(iterations**0.5), 10, 2, validations)
+    assert estimate == pytest.approx(600.0, abs=1.0)
+    assert probe_module.iterations_for(25.0, probe, 10, 2)[0] == 1  # nothing left after the start-up: one iteration
+
+
+@pytest.mark.slow
+def test_time_budget_probes_each_configuration(tmp_path, capsys):
+    """--time runs the probe of both configurations on this machine through the custom bundle's train.json, picks
+    the iterations that fill the budget, and prints the expected duration and end."""
+    from crln_monai.data import make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "data", num_cases=10, num_test=2, shape=(32, 32, 8),
+                                  spacing=(1.0, 1.0, 4.0), with_unlabelled_labels=False)
+    output = tmp_path / "plan.json"
+    status = main([str(root), "--output", str(output), "--device", "cpu", "--time", "3m", "--num_labelled", "2",
+                   "--num_workers", "0", "--train_config", str(REPO / "bundles" / "custom" / "configs" / "train.json")])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    assert printed.count("probe (") == 2 and "probe (2d, this machine, cpu)" in printed and "(chosen)" in printed
+    assert "of training on this machine (measured by the probe): ends about" in printed
+    written = json.loads(output.read_text())
+    assert written["backbone"] == "unet2d" and written["max_epochs"] * written["epoch_length"] > 10
+    with pytest.raises(SystemExit):  # one budget, not two
+        main([str(root), "--output", str(output), "--time", "3m", "--iterations", "5"])

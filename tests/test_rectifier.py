@@ -1,4 +1,4 @@
-"""Tests of the rectifier variants (METHOD.md Eq. 8, Eq. 16, Table 7, A7)."""
+"""Tests of the rectifier variants (docs/method.md#rectification: Eq. 8, Eq. 16, Table 7, A7)."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ def test_overlap_for_stride_is_exact_for_all_small_settings():
         for stride, overlap in zip(range(1, patch + 1), overlaps):
             assert 0.0 <= overlap < 1.0
             assert int(patch * (1 - overlap)) == stride, (patch, stride)
-    # The naive 1 - stride/patch truncates 96/16 to 15 (MONAI.md §11); ours does not.
+    # The naive 1 - stride/patch truncates 96/16 to 15 (MONAI's stride is int(roi * (1 - overlap))); ours does not.
     assert int(96 * (1 - (1 - 16 / 96))) == 15
     assert overlap_for_stride([112, 112, 80], [18, 18, 4]) == pytest.approx([0.834821, 0.834821, 0.94375], abs=1e-6)
     with pytest.raises(ValueError, match="stride"):
@@ -102,7 +102,7 @@ def test_monai_window_starts_equal_uamt_tiler(size, patch, stride):
     assert out.shape == (1, 2, *size)
     assert torch.allclose(out, torch.full_like(out, 0.5))  # softmax of zero logits
     if size == (144, 144, 96):
-        assert len(recorder.starts) == 45  # MONAI.md §11
+        assert len(recorder.starts) == 45  # 3 × 3 × 5 windows of 112×112×80 at stride (18, 18, 4)
 
 
 def _manual_uamt(net: nn.Module, image: torch.Tensor, patch, stride) -> torch.Tensor:
@@ -185,3 +185,19 @@ def test_recorder_detects_naive_overlap_stride():
         naive(_coordinate_volume((130, 96, 96)), recorder)
     assert sorted({s[0] for s in recorder.starts}) == [0, 15, 30, 34]
     assert sorted({s[0] for s in recorder.starts}) != window_starts(130, 96, 16)
+
+
+def test_validation_and_evaluation_inferers_take_the_runs_amp_dtype():
+    """--amp_dtype reaches the validation and test-set sliding windows too (it once sped up training only)."""
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    configs = Path(__file__).resolve().parents[1] / "bundles" / "la" / "configs"
+    for amp_dtype, expected in (("bfloat16", torch.bfloat16), (None, None)):
+        parser = ConfigParser()
+        parser.read_config([str(configs / "train.json"), str(configs / "evaluate.json")])
+        parser["amp_dtype"] = amp_dtype
+        inferer = parser.get_parsed_content("validate::inferer")
+        assert inferer.amp_dtype == expected
+        assert parser["test"]["evaluator"]["inferer"] == "@validate::inferer"

@@ -1,4 +1,4 @@
-"""Tests for crln_monai.transforms.StrongAugment (METHOD §1.6)."""
+"""Tests for crln_monai.transforms.StrongAugment (docs/method.md#strong-view)."""
 
 from __future__ import annotations
 
@@ -319,7 +319,7 @@ def test_bad_inputs_raise():
     with pytest.raises(TypeError, match="pseudo_label"):
         augment(image, label.float(), conf)
     with pytest.raises(TypeError, match="image"):
-        augment(image[:, 0], label, conf)
+        augment(image[:, 0, ..., 0], label, conf)
     with pytest.raises(ValueError, match="pseudo_label and confidence"):
         augment(image, label[:, :4], conf)
     with pytest.raises(ValueError, match="pseudo_label and confidence"):
@@ -387,3 +387,15 @@ def test_unit_range_false_keeps_z_scored_intensities_unclipped_and_unrenormalise
     unit = StrongAugment(rescale=False, cutmix=False, noise=False, rotate_flip=False, brightness_prob=1.0)
     out_unit, _, _ = unit(image, label, conf, generator=torch.Generator().manual_seed(0))
     assert float(out_unit.min()) == 0.0 and float(out_unit.max()) == 1.0
+
+
+def test_a_batch_of_slices_is_augmented_as_volumes_of_depth_one():
+    """(B, C, H, W) slices (the 2-D configuration) get the same draws and results as (B, C, H, W, 1) volumes."""
+    image, label, conf = coded_batch(4, 8, 8, 1)
+    augment = StrongAugment(unit_range=False)
+    volumes = augment(image, label, conf, generator=torch.Generator().manual_seed(3))
+    slices = augment(image[..., 0], label[..., 0], conf[..., 0], generator=torch.Generator().manual_seed(3))
+    for volume, plane in zip(volumes, slices):
+        assert plane.shape == volume.shape[:-1]
+        assert torch.equal(plane, volume[..., 0])
+    assert not torch.equal(slices[0], image[..., 0])  # something was done

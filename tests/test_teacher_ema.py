@@ -1,4 +1,4 @@
-"""Tests for crln_monai.handlers.TeacherEMA (METHOD §1.7, A9)."""
+"""Tests for crln_monai.handlers.TeacherEMA (docs/method.md#teacher-ema, A9)."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ TITLES = {
     "evaluating": "Evaluation: `python -m monai.bundle run evaluating`",
     "inference": "Inference: `python -m monai.bundle run inference`",
     "conversion": "Conversion: `python scripts/prepare_{la,pancreas_ct,brats19}.py`",
+    "planning": "Planning: `python -m crln_monai.plan` (`crln-plan`)",
 }
 
 
@@ -65,8 +66,9 @@ def render(cases: Sequence[Any]) -> str:
     cli = [c.id for c in refused if c.cli]
     lines = [
         f"{len(refused)} bad inputs ({counts}), each refused with a clear error; {len(cli)} of them also through a "
-        f"real command line ({', '.join(f'`{i}`' for i in cli)}): exit status 1. {len(proved)} resume guarantees "
-        "are proved by the kill-and-resume tests. `<data>`, `<run>` (the `bundle_root`), `<src>`, `<out>`, "
+        f"real command line ({', '.join(f'`{i}`' for i in cli)}): exit status 1 (2 for `crln-plan`). {len(proved)} "
+        "resume guarantees are proved by the kill-and-resume tests. `<data>`, `<run>` (the `bundle_root`), `<src>`, "
+        "`<out>`, "
         "`<root>` stand for the test's folders; `…` for the part of the message not shown.",
         "",
     ]

@@ -3,7 +3,7 @@
 
 The wiring of a CRLN bundle (networks, trainer, losses, handlers, evaluation, inference, DDP) and every value
 common to all data sets live only in ``bundles/la``. The other bundles differ from it by a few top-level values
-(METHOD.md §2 and §4: backbone, patch, sliding-window stride, weak pipeline, default protocol). This script
+(docs/method.md#hyper-parameters: backbone, patch, sliding-window stride, weak pipeline, default protocol). This script
 copies LA's ``train.json``, ``evaluate.json``, ``inference.json`` and ``multi_gpu_train.json`` into each bundle
 of :data:`BUNDLE_VALUES`, replacing **only** the declared top-level keys that the file has (a declared key is
 never added to a file that lacks it), and puts a ``"_generated_"`` key first (MONAI's config parser keeps
@@ -74,7 +74,7 @@ GENERATED_NOTE = "by tools/sync_bundles.py from bundles/la; edit bundles/la or t
 
 BUNDLE_VALUES: dict[str, dict[str, Any]] = {
     # NIH Pancreas-CT, default protocol Pancreas-6 (protocol_pancreas12.json for 12 labels). Weak pipeline:
-    # min-max + random crop only (METHOD.md §4), so no rot/flip and no brightness.
+    # min-max + random crop only (docs/method.md#weak-view), so no rot/flip and no brightness.
     "pancreas_ct": {
         "dataset_dir": "data/pancreas_ct",
         "backbone": "vnet",

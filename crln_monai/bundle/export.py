@@ -87,7 +87,8 @@ def inference_config(
     Args:
         settings: ``{"network": network_settings, "preprocessing": preprocessing_settings, "class_names": [...]}``
             as resolved for the run; the network's projection head (training only) is left out.
-        inference: ``patch_size``, ``sw_stride``, ``sw_batch_size`` and ``amp_dtype`` of the run.
+        inference: ``patch_size``, ``sw_stride``, ``sw_batch_size`` and ``amp_dtype`` of the run, and its
+            ``trained_geometry`` (:func:`~crln_monai.data.trained_geometry`: inputs outside it are resampled).
         template: the inference wiring (top-level ``+imports`` and the inference-specific keys).
 
     Returns:
@@ -112,6 +113,9 @@ def inference_config(
     }
     config = {**values, **wiring}
     config["ckpt_path"] = "$@ckpt_dir + '/model.pt'"
+    # the run's geometry as a value: the template reads it from a training checkpoint, and models/model.pt is the
+    # plain state dict
+    config["trained_geometry"] = plain(inference.get("trained_geometry"))
     # a property MONAI's infer workflow requires: the default input folder (``--input`` may name files instead)
     config["dataset_dir"] = "$@bundle_root + '/inputs'"
     return config
@@ -198,7 +202,8 @@ def _metadata(
         "patch_size": patch,
         "sw_stride": [int(s) for s in inference["sw_stride"]],
         "orientation": preprocessing.get("orientation"),
-        "spacing": preprocessing.get("target_spacing"),
+        "spacing": preprocessing.get("target_spacing") or (inference.get("trained_geometry") or {}).get("spacing"),
+        "trained_geometry": plain(inference.get("trained_geometry")),
         "normalise": preprocessing.get("normalise"),
         "class_names": class_names,
         "network_data_format": {
@@ -423,6 +428,9 @@ class BundleExporter:
         best_checkpoint: the best checkpoint's path (``models/model.pt``).
         name: the export's folder name; default :func:`export_name`.
         save_rank: under ``torch.distributed``, the only rank that writes.
+        run_record: the run's :class:`~crln_monai.handlers.RunRecord`: the card then claims the iterations
+            trained on this data set, and those on earlier data sets apart (a run resumed with
+            ``--resume_other_data True``); without it, every iteration of the trainer.
     """
 
     def __init__(
@@ -441,6 +449,7 @@ class BundleExporter:
         best_checkpoint: str | os.PathLike | None = None,
         name: str | None = None,
         save_rank: int = 0,
+        run_record: Any = None,
     ) -> None:
         self.export_dir = Path(export_dir)
         self.network = network
@@ -462,6 +471,7 @@ class BundleExporter:
         self.validator = validator
         self.best_checkpoint = Path(best_checkpoint) if best_checkpoint else None
         self.save_rank = save_rank
+        self.run_record = run_record
         self.trainer: Engine | None = None
         self.path = self.export_dir / self.name
 
@@ -485,7 +495,11 @@ class BundleExporter:
     def _training_values(self) -> dict[str, Any]:
         values = dict(self.training)
         if self.trainer is not None:
-            values["iterations_trained"] = int(self.trainer.state.iteration)
+            iteration = int(self.trainer.state.iteration)
+            if self.run_record is not None:
+                values.update(self.run_record.iterations(iteration))
+            else:
+                values["iterations_trained"] = iteration
         return values
 
     @staticmethod
@@ -511,6 +525,9 @@ class BundleExporter:
             self.export(best.get("model", best), results, self._best_description(results))
         else:
             final = f"the final teacher after {engine.state.iteration} iterations"
+            counted = self._training_values()
+            if "iterations_on_earlier_data" in counted:
+                final += f", {counted['iterations_trained']} of them on this data set"
             self.export(self.network.state_dict(), results, final)
 
     def export(

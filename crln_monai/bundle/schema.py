@@ -28,10 +28,11 @@ from monai.bundle import ConfigParser
 from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
 
 from crln_monai.data.transforms import NORMALISATIONS, check_preprocessing
+from crln_monai.engines.optimizers import OPTIMIZERS
 from crln_monai.evaluation.sliding_window import overlap_for_stride
 from crln_monai.losses.cps import CPS_POSITIVES, CPS_PROTOTYPE_REDUCTIONS, CPS_XI_MODES
 from crln_monai.losses.pseudo_label import PSEUDO_LABEL_WEIGHTINGS
-from crln_monai.networks.backbone import check_spatial_size, normalise_strides, size_divisor
+from crln_monai.networks.backbone import check_spatial_size, normalise_strides, planar_settings, size_divisor
 from crln_monai.networks.crln import BACKBONES, PROJECTION_INITS
 from crln_monai.networks.dim import LEVEL_MODES as DIM_LEVEL_MODES
 from crln_monai.networks.dim import UPSAMPLE_INITS as DIM_UPSAMPLE_INITS
@@ -225,6 +226,8 @@ SCHEMA: dict[str, KeySpec] = {
         "null, True, False, 'auto' or a checkpoint path (write True/False with a capital letter)", _resume
     ),
     "resume_checkpoint": path(),
+    "overwrite": boolean(),  # a fresh training run may replace an earlier run in its folders
+    "resume_other_data": boolean(),  # a resume may continue on other cases than resume.pt was trained on
     # --- run
     "device": KeySpec(
         "a torch.device or a device name such as 'cpu' or 'cuda:0' that exists here (a CUDA index below "
@@ -293,6 +296,7 @@ SCHEMA: dict[str, KeySpec] = {
     "epoch_length": integer(1),
     "val_interval": integer(1),
     "log_interval": integer(1),
+    "optimizer_kind": choice(OPTIMIZERS),
     "lr": real(0.0, low_open=True),
     "momentum": real(0.0, 1.0, high_open=True),
     "weight_decay": real(0.0),
@@ -323,6 +327,7 @@ SCHEMA: dict[str, KeySpec] = {
     "network_settings": structural("the CRLN constructor arguments (references to typed keys)"),
     "preprocessing_settings": structural("the preprocessing arguments (references to typed keys)"),
     "settings": structural("the settings stored beside the weights in a checkpoint"),
+    "trained_geometry": structural("orientation and spacing of the training cases (crln_monai.data.trained_geometry)"),
     "network_def": structural(),
     "network": structural(),
     "teacher": structural(),
@@ -341,6 +346,8 @@ SCHEMA: dict[str, KeySpec] = {
     "resume_from": structural("the checkpoint a run resumes from, or None (crln_monai.handlers.resume_source)"),
     "resume_saver": structural(),
     "resume_loader": structural(),
+    "run_guard": structural("the run's ownership of its folders: lock, no fresh run over a finished one (RunGuard)"),
+    "run_record": structural("the run's data set, saved in resume.pt and checked at a resume (RunRecord)"),
     "input_files": structural("lists the input folder"),
     "preprocessing": structural(),
     "dataset": structural(),
@@ -407,9 +414,13 @@ def _library_check(check: Callable[[Mapping[str, Any]], Any]) -> Callable[[Mappi
 
 
 def _strides_fit(v: Mapping[str, Any]) -> None:
-    levels = BACKBONES[v["backbone"]].num_levels
-    strides = normalise_strides(v["strides"], levels, f"backbone {v['backbone']!r}")
-    check_spatial_size(v["patch_size"], size_divisor(strides), f"backbone {v['backbone']!r}", "patch_size")
+    backbone = BACKBONES[v["backbone"]]
+    owner = f"backbone {v['backbone']!r}"
+    if getattr(backbone, "spatial_dims", 3) == 2:  # one slice: [h, w, 1] and no pooling of the slice axis
+        patch, strides = planar_settings(v["patch_size"], v["strides"], backbone.num_levels, owner)
+    else:
+        patch, strides = v["patch_size"], normalise_strides(v["strides"], backbone.num_levels, owner)
+    check_spatial_size(patch, size_divisor(strides), owner, "patch_size")
 
 
 def _stride_in_patch(v: Mapping[str, Any]) -> None:

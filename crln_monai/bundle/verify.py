@@ -1,8 +1,9 @@
 """Offline ``verify_metadata`` for our bundles.
 
 ``python -m monai.bundle verify_metadata`` downloads the schema named in ``metadata.json`` and fails
-offline (MONAI.md §2). We ship a JSON schema of the mandatory keys of the MONAI Bundle Specification,
-written from the specification, and hand it to MONAI's own ``verify_metadata`` as an existing file.
+offline (a URLError, unless a schema file already exists at ``--filepath``). We ship a JSON schema of the
+mandatory keys of the MONAI Bundle Specification, written from the specification, and hand it to MONAI's own
+``verify_metadata`` as an existing file.
 """
 
 from __future__ import annotations

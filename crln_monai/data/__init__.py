@@ -3,34 +3,43 @@ weak pipelines, synthetic LA-like volumes."""
 
 from .cache import CacheDataset, CaseLoadError
 from .checks import check_cases
+from .geometry import ResampleOutsideTrainingd, trained_geometry
 from .datalist import (
     DATALIST_KEYS,
     case_id_from_filename,
     load_datalist_json,
     save_datalist_json,
     semi_supervised_datalist,
+    split_channel_suffix,
     without_labels,
 )
-from .inputs import nifti_files
+from .inputs import SEGMENTATION_DESCRIPTION, inference_inputs, is_segmentation, nifti_files, segmentation_path
 from .sampler import TwoStreamBatchSampler
 from .synthetic import make_synthetic_dataset, synthetic_case
 from .transforms import EnsureLabeld, evaluation_transforms, semi_supervised_train_transforms
 
 __all__ = [
     "DATALIST_KEYS",
+    "SEGMENTATION_DESCRIPTION",
     "CacheDataset",
     "CaseLoadError",
     "EnsureLabeld",
+    "ResampleOutsideTrainingd",
     "TwoStreamBatchSampler",
     "case_id_from_filename",
     "check_cases",
     "evaluation_transforms",
+    "inference_inputs",
+    "is_segmentation",
     "load_datalist_json",
     "make_synthetic_dataset",
     "nifti_files",
     "save_datalist_json",
+    "segmentation_path",
     "semi_supervised_datalist",
     "semi_supervised_train_transforms",
+    "split_channel_suffix",
     "synthetic_case",
+    "trained_geometry",
     "without_labels",
 ]

@@ -197,14 +197,16 @@ def _check_finite(volume: _Volume, what: str) -> None:
     )
 
 
-def _check_label_values(volume: _Volume, what: str, num_classes: int) -> None:
+def _check_label_values(volume: _Volume, what: str, num_classes: int) -> np.ndarray:
+    """Refuse values that are not class indices; returns which classes the label holds (bool per class)."""
     values = _voxels(volume, what)
     if values.size == 0:
-        return
+        return np.zeros(num_classes, dtype=bool)
     low, high = values.min(), values.max()
     integral = np.issubdtype(values.dtype, np.integer) or bool(np.all(values == np.round(values)))
     if integral and 0 <= low and high < num_classes:
-        return
+        indices = values.ravel() if np.issubdtype(values.dtype, np.integer) else values.ravel().astype(np.int64)
+        return np.bincount(indices, minlength=num_classes)[:num_classes] > 0
     unique = np.unique(values)
     bad = unique[~((unique >= 0) & (unique < num_classes) & (unique == np.round(unique)))]
     raise ValueError(
@@ -254,8 +256,9 @@ def _check_item(
     label_key: str,
     check_finite: bool,
     affine_atol: float,
+    present: np.ndarray | None = None,
 ) -> int:
-    """Check one case; returns the number of files read."""
+    """Check one case; returns the number of files read. ``present`` (bool per class) gets the label's classes."""
     case = item.get("case")
     suffix = f" (case {case!r})" if case is not None else ""
     image_what, label_what = f"image{suffix}", f"label{suffix}"
@@ -294,8 +297,24 @@ def _check_item(
     if not _same_geometry(volume, volumes[0], affine_atol):
         raise ValueError(_geometry_mismatch(label_what, volume, volumes[0], "image", affine_atol))
     if num_classes is not None:
-        _check_label_values(volume, label_what, num_classes)
+        held = _check_label_values(volume, label_what, num_classes)
+        if present is not None:
+            present |= held
     return len(paths) + 1
+
+
+def _warn_absent_classes(present: np.ndarray, labels: int, class_names: Sequence[str] | None) -> None:
+    absent = np.flatnonzero(~present)
+    if absent.size == 0:
+        return
+    names = [
+        f"{i} ({class_names[i]!r})" if class_names is not None and i < len(class_names) else str(i) for i in absent
+    ]
+    logger.warning(
+        f"data check: class(es) {', '.join(names)} of num_classes={present.size} are held by none of the {labels} "
+        "label file(s) checked: a class no label holds is never learned (training) and never scored (evaluation); "
+        "check num_classes and class_names against the labels."
+    )
 
 
 def check_cases(
@@ -308,6 +327,7 @@ def check_cases(
     label_key: str = "label",
     affine_atol: float = 1e-3,
     require_label: bool = False,
+    class_names: Sequence[str] | None = None,
 ) -> list:
     """Check every case's files before any work; refuse the first bad one with a one-line message naming it.
 
@@ -334,6 +354,10 @@ def check_cases(
         affine_atol: largest allowed difference between the image's and the label's affine entries (mm).
         require_label: refuse a case without a label (evaluation scores every test case against its label; without
             this check an image-only case fails only when it is loaded, after the cases before it were predicted).
+        class_names: names of the classes, for the warning below (default: their indices only).
+
+    A class of ``num_classes`` that none of the label files checked holds is logged as a warning naming it (a plan
+    edited to more classes than the labels hold trains and exports a class no case taught): one line per call.
 
     Returns:
         ``items`` as a list (unchanged), so the check can wrap a list where it is used.
@@ -347,6 +371,8 @@ def check_cases(
     start = time.perf_counter()
     items = list(items)
     files = 0
+    present = np.zeros(num_classes or 0, dtype=bool)
+    labels = 0
     for item in items:
         item = _as_item(item, image_key)
         if require_label and item.get(label_key) is None:
@@ -355,7 +381,12 @@ def check_cases(
                 f"image{case} {item[image_key]} has no label file; expected a label for every case here (evaluation "
                 "scores each test case against its label)."
             )
-        files += _check_item(item, in_channels, num_classes, image_key, label_key, bool(check_finite), affine_atol)
+        files += _check_item(
+            item, in_channels, num_classes, image_key, label_key, bool(check_finite), affine_atol, present
+        )  # fmt: skip
+        labels += item.get(label_key) is not None
+    if num_classes is not None and labels:
+        _warn_absent_classes(present, labels, class_names)
     finite = ", voxels finite" if check_finite else ""
     seconds = time.perf_counter() - start
     logger.info(f"data check: {len(items)} case(s), {files} file(s) passed{finite} in {seconds:.1f} s")

@@ -13,8 +13,8 @@ Two folder layouts are understood:
   as the test set; ``dataset.json`` (optional) may give ``file_ending`` and ``channel_names``. The folder is
   scanned only when the json has the default name and is absent or has no ``training`` list (nnU-Net v2's).
 
-The protocol follows UA-MT and the CRLN paper (METHOD.md §4): the labelled cases are the first ``N`` cases of
-the train list that have labels, the rest of the train list is the unlabelled pool. MONAI's
+The protocol follows UA-MT and the CRLN paper (docs/method.md#data-protocols): the labelled cases are the first ``N``
+cases of the train list that have labels, the rest of the train list is the unlabelled pool. MONAI's
 ``load_decathlon_datalist`` reads one list of a json; it has no notion of case ids, id-based splits, image-only
 cases or the nnU-Net layout, hence this module.
 
@@ -38,6 +38,7 @@ __all__ = [
     "load_datalist_json",
     "save_datalist_json",
     "semi_supervised_datalist",
+    "split_channel_suffix",
     "without_labels",
 ]
 
@@ -86,6 +87,14 @@ def case_id_from_filename(path: str | os.PathLike, strip_channel: bool = False) 
         if match:
             name = match.group("case")
     return name
+
+
+def split_channel_suffix(path: str | os.PathLike) -> tuple[str, int | None]:
+    """Case id and nnU-Net channel of an image file: ``la_003_0001.nii.gz`` → ``("la_003", 1)``; a name without a
+    channel suffix ``_XXXX`` → ``(its id, None)`` (the id :func:`case_id_from_filename` gives, ``strip_channel``)."""
+    name = case_id_from_filename(path)
+    match = _CHANNEL_SUFFIX.match(name)
+    return (match.group("case"), int(match.group("channel"))) if match else (name, None)
 
 
 def _read_json(path: Path) -> Any:

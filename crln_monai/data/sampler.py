@@ -1,6 +1,6 @@
 """Two-stream batch sampler: every batch holds labelled cases first, then unlabelled cases.
 
-Neither MONAI nor Ignite has one (MONAI.md §16). Unlike UA-MT's ``TwoStreamBatchSampler`` (which walks
+Neither MONAI nor Ignite has one. Unlike UA-MT's ``TwoStreamBatchSampler`` (which walks
 permutations), CRLN's loader draws both streams uniformly **with replacement**, as this sampler does; its
 batches depend only on ``(seed, epoch, rank)``, so a resumed run replays exactly the batches it would have seen.
 """

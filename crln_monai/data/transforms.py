@@ -1,4 +1,4 @@
-"""MONAI dictionary-transform pipelines of the semi-supervised loader (METHOD.md §1.6, weak view).
+"""MONAI dictionary-transform pipelines of the semi-supervised loader (docs/method.md#weak-view).
 
 One preprocessing definition serves training, evaluation and inference (:func:`preprocessing_transforms`):
 
@@ -8,7 +8,7 @@ Bundles call the factories with the settings gathered once in ``preprocessing_se
 ``"$crln_monai.data.semi_supervised_train_transforms(@patch_size, @num_classes, rotate_flip=@weak_rotate_flip,
 brightness=@weak_brightness, foreground_share=@foreground_share, **@preprocessing_settings)"``.
 
-Normalisation (nnU-Net's rules, ``../shared/docs/PLANNING.md`` §1, with MONAI's transforms):
+Normalisation (nnU-Net's rules, docs/planning.md#normalisation, with MONAI's transforms):
 
 - ``"minmax"``: per volume and channel to [0, 1] (the LA/UA-MT default; a constant channel becomes 0);
 - ``"zscore"``: per volume and channel, ``(x - mean) / std`` over the nonzero voxels only, zeros stay 0 —
@@ -61,6 +61,8 @@ from monai.transforms import (
     SpatialPadd,
     Spacingd,
 )
+
+from .geometry import ResampleOutsideTrainingd
 
 __all__ = [
     "NORMALISATIONS",
@@ -386,13 +388,15 @@ def preprocessing_transforms(
     intensity_stats: Sequence[float] | None = None,
     reader: Any = None,
     ignore_value: int = -1,
+    trained_geometry: Mapping[str, Any] | None = None,
 ) -> list:
     """The preprocessing shared by training, evaluation and inference (a list of MONAI transforms).
 
     load → channel first → :class:`CheckFinited` (image) → :class:`EnsureLabeld` → ``Orientationd`` (unless
-    ``orientation`` is null) → ``Spacingd`` to ``target_spacing`` (bilinear image, nearest label; unless null)
-    → normalisation of the image. ``Orientationd`` and ``Spacingd`` are invertible: ``Invertd`` maps
-    predictions back to the input's grid.
+    ``orientation`` is null) → ``Spacingd`` to ``target_spacing`` (bilinear image, nearest label; unless null;
+    with a ``trained_geometry`` and no ``target_spacing``, :class:`~crln_monai.data.geometry.ResampleOutsideTrainingd`
+    instead: only cases outside the trained spacing are resampled) → normalisation of the image. All the spatial
+    steps are invertible: ``Invertd`` maps predictions back to the input's grid.
 
     Args:
         keys: ``("image",)`` or ``("image", "label")``.
@@ -402,6 +406,8 @@ def preprocessing_transforms(
         orientation, target_spacing, normalise, intensity_range, intensity_stats, reader: see
             :func:`check_preprocessing`; ``reader`` is ``LoadImaged``'s (``None`` picks by file ending).
         ignore_value: fill value of a missing label.
+        trained_geometry: :func:`~crln_monai.data.geometry.trained_geometry` of the training cases (evaluation and
+            inference); ``None`` resamples nothing beyond ``target_spacing``.
     """
     settings = check_preprocessing(orientation, target_spacing, normalise, intensity_range, intensity_stats, reader)
     keys = list(keys)
@@ -419,9 +425,11 @@ def preprocessing_transforms(
     if settings["orientation"] is not None:
         # labels=None: axis codes in the tensor's own space (RAS for NIfTI, LPS-aware), MONAI's coming default
         steps.append(Orientationd(keys, axcodes=settings["orientation"], labels=None))
+    modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
     if settings["target_spacing"] is not None:
-        modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
         steps.append(Spacingd(keys, pixdim=settings["target_spacing"], mode=modes, dtype=torch.float32))
+    elif trained_geometry is not None:
+        steps.append(ResampleOutsideTrainingd(keys, trained_geometry, modes))
     steps += _normalise(settings["normalise"], settings["intensity_range"], settings["intensity_stats"])
     return steps
 
@@ -451,7 +459,7 @@ def semi_supervised_train_transforms(
     reader: Any = None,
     ignore_value: int = -1,
 ) -> Compose:
-    """Weak training pipeline, the same for labelled and unlabelled cases (METHOD.md §1.6).
+    """Weak training pipeline, the same for labelled and unlabelled cases (docs/method.md#weak-view).
 
     :func:`preprocessing_transforms` (a missing label filled with ``ignore_value``) → [flip axis 0 → rot90^k,
     k uniform in {0..3}, in the first two axes] → [intensity × U(0.75, 1.25)] → symmetric pad up to the patch
@@ -518,6 +526,7 @@ def evaluation_transforms(
     intensity_range: Sequence[float] | None = None,
     intensity_stats: Sequence[float] | None = None,
     reader: Any = None,
+    trained_geometry: Mapping[str, Any] | None = None,
 ) -> Compose:
     """Validation / test / inference pipeline: whole volumes, meta data kept.
 
@@ -533,14 +542,17 @@ def evaluation_transforms(
         num_classes: classes of the label maps.
         orientation, target_spacing, normalise, intensity_range, intensity_stats, reader: the preprocessing
             settings (:func:`check_preprocessing`), the same as training's.
+        trained_geometry: the training cases' geometry (:func:`~crln_monai.data.geometry.trained_geometry`): inputs
+            outside its spacing range are resampled to it and back.
 
     Returns:
         a ``monai.transforms.Compose``.
     """
     keys = ["image", "label"] if with_label else ["image"]
     steps = preprocessing_transforms(
-        keys, num_classes, "strict", orientation, target_spacing, normalise, intensity_range, intensity_stats, reader
-    )
+        keys, num_classes, "strict", orientation, target_spacing, normalise, intensity_range, intensity_stats, reader,
+        trained_geometry=trained_geometry,
+    )  # fmt: skip
     if with_label:
         steps.append(CastToTyped("label", dtype=torch.long))
     steps.append(EnsureTyped(keys, track_meta=True))

@@ -25,12 +25,12 @@ from .pseudo_label_quality import confident_share, pseudo_label_dice
 __all__ = ["SemiSupervisedTrainer"]
 
 class SemiSupervisedTrainer(SupervisedTrainer):
-    """Mean-teacher trainer with CRLN's rectification, DIM supervision and CPS (METHOD §1.7–§1.8).
+    """Mean-teacher trainer with CRLN's rectification, DIM supervision and CPS (docs/method.md#training-iteration).
 
     Each batch holds ``labelled_batch_size`` labelled volumes followed by the unlabelled ones (see
     :class:`~crln_monai.data.TwoStreamBatchSampler`). One iteration:
 
-    1. teacher (train mode, METHOD A9, no grad) on the weak unlabelled volumes → pseudo-label and confidence,
+    1. teacher (train mode: docs/method.md, A9; no grad) on the weak unlabelled volumes → pseudo-label and confidence,
        rectified by the relation map once ``iteration > rectify_start`` (Eq. 8);
     2. strong augmentation of image, pseudo-label and confidence on the device;
     3. student forwards: labelled with the DIM, strong unlabelled without; objective of Eq. (15):
@@ -262,7 +262,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
     ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
         """Teacher pseudo-labels of the weak unlabelled view and their strong view ``(image, label, confidence)``."""
         teacher = _unwrap(self.teacher)
-        teacher.train()  # METHOD A9: dropout on, batch statistics, as the authors' code
+        teacher.train()  # docs/method.md, A9: dropout on, batch statistics, as the authors' code
         with self._autocast():
             out = self._teacher_forward(image_u, with_dim=rectifying, with_embedding=False)
         probs = torch.softmax(out.logits.float(), 1)

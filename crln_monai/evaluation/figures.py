@@ -1,4 +1,4 @@
-"""Slice-overlay figures of test cases: image, reference contour and prediction contour (DESIGN §1, "figures").
+"""Slice-overlay figures of test cases: image, reference contour and prediction contour.
 
 :func:`central_slices` cuts one axial slice (the last spatial axis, the 88-slice axis of LA) through the
 reference's centroid out of a case; :func:`plot_case_overlays` draws several such cases (e.g. the best and the

@@ -8,7 +8,8 @@ __all__ = ["method_name"]
 def method_name(
     use_unlabelled: bool = True, use_dim: bool = True, use_cps: bool = True, cutmix: bool = True, noise: bool = True
 ) -> str:
-    """Name the method that the switches train, in the words of the paper's ablation (METHOD §5, Table 5).
+    """Name the method that the switches train, in the words of the paper's ablation
+    (Table 5, docs/method.md#paper-results).
 
     ============================  ==========================================================
     switches                      name

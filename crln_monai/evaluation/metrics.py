@@ -1,5 +1,5 @@
 """Per-case segmentation metrics equivalent to medpy's ``dc``, ``jc``, ``hd95`` and ``asd``, and the
-case bootstrap (METHOD §4, A14, A15).
+case bootstrap (docs/method.md#metrics-and-bootstrap, A14, A15).
 
 Definitions (medpy's, re-implemented on scipy; medpy itself is not a dependency):
 
@@ -10,7 +10,7 @@ Definitions (medpy's, re-implemented on scipy; medpy itself is not a dependency)
   surface voxel of ``B`` (``scipy.ndimage.distance_transform_edt(~surface_B, sampling=spacing)``).
 * **HD95**: the 95th percentile (``numpy.percentile``, linear interpolation) of the **pooled**
   distances ``pred→ref`` and ``ref→pred`` concatenated. MONAI's ``HausdorffDistanceMetric`` takes
-  ``max(p95(pred→ref), p95(ref→pred))`` instead, which is why it is not used (MONAI.md §13).
+  ``max(p95(pred→ref), p95(ref→pred))`` instead, which is why it is not used (MONAI 1.6.1).
 * **ASD**: the mean of ``pred→ref`` only (one direction, medpy ``asd``, not ``assd``).
 * **Units**: voxels when ``spacing`` is None, millimetres when a per-axis spacing is given.
 
@@ -220,8 +220,8 @@ def bootstrap(
 ) -> tuple[float, float]:
     """Case bootstrap of a mean: resample cases with replacement, nan-mean each resample.
 
-    The authors' protocol (METHOD §4): 100 resamples of the test cases, report mean ± std across
-    resamples. Indices come from ``numpy.random.default_rng(seed).integers`` (one
+    The authors' protocol (docs/method.md#metrics-and-bootstrap): 100 resamples of the test cases, report
+    mean ± std across resamples. Indices come from ``numpy.random.default_rng(seed).integers`` (one
     ``(num_resamples, n)`` draw). A resample whose values are all NaN has no mean and is skipped by the
     final nan-mean/nan-std; the std is the population std (``ddof=0``).
 

@@ -1,4 +1,5 @@
-"""Evaluation report files: ``per_case.csv``, ``summary.json`` and ``summary.md`` (METHOD §4, A14).
+"""Evaluation report files: ``per_case.csv``, ``summary.json`` and ``summary.md``
+(docs/method.md#metrics-and-bootstrap, A14).
 
 Per-case record format (what :func:`case_record` builds and the writers read), one per case and class::
 

@@ -1,4 +1,4 @@
-"""UA-MT/TraCoCo sliding-window inference on MONAI's ``SlidingWindowInferer`` (METHOD §4, MONAI.md §11).
+"""UA-MT/TraCoCo sliding-window inference on MONAI's ``SlidingWindowInferer`` (docs/method.md#sliding-window-inference).
 
 The UA-MT tiler, per spatial axis of size ``S`` with patch ``p`` and stride ``s``:
 
@@ -117,7 +117,7 @@ class UAMTSlidingWindowInferer(SlidingWindowInferer):
     as ``inferer(inputs, network, *args, **kwargs)`` and returns the averaged probabilities.
 
     Args:
-        patch_size: window size ``(p_H, p_W, p_D)``; must be the training patch size (METHOD A16).
+        patch_size: window size ``(p_H, p_W, p_D)``; must be the training patch size (docs/method.md, A16).
         stride: window step per axis, ``1 <= stride <= patch``; converted with :func:`overlap_for_stride`.
         sw_batch_size: windows per network call.
         softmax: average ``softmax(logits, dim=1)`` (UA-MT) when True; raw outputs when False.

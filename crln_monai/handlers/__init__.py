@@ -1,10 +1,21 @@
-"""Training-time handlers: teacher EMA, atomic checkpoints, per-epoch reseeding, the non-finite check, the run's record."""
+"""Training-time handlers: teacher EMA, atomic checkpoints, per-epoch reseeding, the non-finite check, the run's record,
+the run's ownership of its folders (lock, no fresh run over a finished one) and the resume checks of data and schedule."""
 
-from .checked_loader import CheckedCheckpointLoader, check_checkpoint, read_checkpoint, resume_source, state_dict_mismatch
+from .checked_loader import (
+    CheckedCheckpointLoader,
+    check_checkpoint,
+    checkpoint_geometry,
+    read_checkpoint,
+    resume_source,
+    state_dict_mismatch,
+)
 from .checkpoint import AtomicCheckpointSaver, AtomicDiskSaver, BestMetric, atomic_save, remove_stale_temporaries
 from .finite import NonFiniteCheck
 from .history import TrainingHistory, plot_training_curves
 from .progress import RunProgress
+from .run_guard import RunGuard, earlier_run_files
+from .run_lock import RunLock, RunLockedError
+from .run_record import RunRecord
 from .run_start import on_run_start
 from .scalars import every, host_scalars
 from .seeding import EpochSeeder
@@ -12,8 +23,9 @@ from .tensorboard import RunSummaryWriter
 from .teacher_ema import TeacherEMA
 
 __all__ = [
-    "CheckedCheckpointLoader", "check_checkpoint", "read_checkpoint", "resume_source", "state_dict_mismatch",
-    "AtomicCheckpointSaver", "AtomicDiskSaver", "BestMetric", "EpochSeeder", "NonFiniteCheck", "RunProgress",
-    "RunSummaryWriter", "TeacherEMA", "TrainingHistory", "atomic_save", "every", "host_scalars", "on_run_start",
+    "CheckedCheckpointLoader", "check_checkpoint", "checkpoint_geometry", "read_checkpoint", "resume_source",
+    "state_dict_mismatch",
+    "AtomicCheckpointSaver", "AtomicDiskSaver", "BestMetric", "EpochSeeder", "NonFiniteCheck", "RunGuard", "RunLock",
+    "RunLockedError", "RunProgress", "RunRecord", "RunSummaryWriter", "earlier_run_files", "TeacherEMA", "TrainingHistory", "atomic_save", "every", "host_scalars", "on_run_start",
     "plot_training_curves", "remove_stale_temporaries",
 ]  # fmt: skip

@@ -32,7 +32,14 @@ from torch import nn
 
 from ..bundle.settings import describe_differences, settings_differences
 
-__all__ = ["CheckedCheckpointLoader", "CheckpointError", "check_checkpoint", "read_checkpoint", "state_dict_mismatch"]
+__all__ = [
+    "CheckedCheckpointLoader",
+    "CheckpointError",
+    "check_checkpoint",
+    "checkpoint_geometry",
+    "read_checkpoint",
+    "state_dict_mismatch",
+]
 
 _SHOWN = 4  # key names shown per kind of mismatch
 
@@ -92,6 +99,16 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = None) -> Mappin
             "{'model': state_dict, 'settings': {...}}."
         )
     return checkpoint
+
+
+def checkpoint_geometry(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The training geometry a checkpoint records (``checkpoint["geometry"]``, see
+    :func:`~crln_monai.data.trained_geometry`), for inference through the training configs; ``None`` when the file
+    is missing (the checkpoint loader then says so) or predates the record (inputs are then not resampled)."""
+    if not Path(path).is_file():
+        return None
+    geometry = read_checkpoint(path, map_location="cpu").get("geometry")
+    return dict(geometry) if isinstance(geometry, Mapping) else None
 
 
 def resume_source(resume: bool | str | None, default: str | os.PathLike) -> str | None:

@@ -37,14 +37,22 @@ class TrainingHistory:
     none in memory) and later ones dropped, so the CSV and the figure cover the whole run once. A fresh run
     (iteration 0) starts an empty history whatever ``history.csv`` held.
 
+    With a ``validator`` (the run's validation evaluator), each validation's key metric (``val_mean_dice``) is
+    recorded too, in the row of the trainer's iteration at which it ran, so the CSV and the figure show the
+    validation curve beside the losses; an evaluator that never runs (no validation cases) records nothing.
+
     Args:
         output_dir: folder for ``history.csv`` and the figure; ``None`` keeps the history in memory only.
         interval: iterations between records.
+        validator: the validation evaluator, or ``None``.
     """
 
-    def __init__(self, output_dir: str | os.PathLike | None = None, interval: int = 20) -> None:
+    def __init__(
+        self, output_dir: str | os.PathLike | None = None, interval: int = 20, validator: Engine | None = None
+    ) -> None:
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.interval = max(1, int(interval))
+        self.validator = validator
         self.rows: list[dict[str, float]] = []
 
     def attach(self, engine: Engine) -> None:
@@ -52,6 +60,17 @@ class TrainingHistory:
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self.record)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.write_csv)
         engine.add_event_handler(Events.COMPLETED, self.finish)
+        if self.validator is not None:
+            self.validator.add_event_handler(Events.COMPLETED, self.record_validation, engine)
+
+    def record_validation(self, validator: Engine, trainer: Engine) -> None:
+        """Put the validator's metrics (``val_mean_dice``) into the row of the trainer's current iteration."""
+        iteration = float(trainer.state.iteration)
+        row = next((r for r in reversed(self.rows) if r["iteration"] == iteration), None)
+        if row is None:
+            row = {"iteration": iteration, "epoch": float(trainer.state.epoch)}
+            self.rows.append(row)
+        row.update({k: float(v) for k, v in validator.state.metrics.items() if isinstance(v, (int, float))})
 
     def continue_from(self, iteration: int) -> None:
         """Keep the rows recorded up to ``iteration`` (from memory, else from ``history.csv``); drop the others."""
@@ -110,7 +129,7 @@ def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
 
 
 def plot_training_curves(rows: list[dict[str, float]], path: str | os.PathLike) -> Path:
-    """Curves of the loss terms, μ, the confident share and the pseudo-label Dice over iterations, as one PNG."""
+    """Curves of the loss terms, μ, the confident share, the pseudo-label Dice and the validation Dice, as one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,14 +140,15 @@ def plot_training_curves(rows: list[dict[str, float]], path: str | os.PathLike) 
         "rectification weight mu": ("mu",),
         "confident pseudo-label voxels": ("confident_share", "confident_share_rectified"),
         "pseudo-label Dice vs labels on disk": ("pseudo_label_dice", "pseudo_label_dice_rectified"),
+        "validation": ("val_mean_dice",),
     }
     it = [r["iteration"] for r in rows]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
     for ax, (title, keys) in zip(axes, panels.items()):
         for key in keys:
-            ys = [r.get(key, math.nan) for r in rows]
-            if any(not math.isnan(y) for y in ys):
-                ax.plot(it, ys, label=key)
+            points = [(x, r[key]) for x, r in zip(it, rows) if not math.isnan(r.get(key, math.nan))]
+            if points:
+                ax.plot(*zip(*points), label=key, marker="o" if len(points) < len(it) / 2 else None)
         ax.set_title(title)
         ax.set_xlabel("iteration")
         if ax.lines:

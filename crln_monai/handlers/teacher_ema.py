@@ -1,4 +1,4 @@
-"""Mean-teacher EMA of the student's parameters, with the UA-MT warm-up (METHOD §1.7, A9)."""
+"""Mean-teacher EMA of the student's parameters, with the UA-MT warm-up (docs/method.md#teacher-ema, A9)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ class TeacherEMA:
 
     * Covers **all** parameters of the teacher (DIM, prototypes, unused heads), matched by name with
       the student's. Parameters whose name starts with one of ``copy_prefixes`` are **copied** from
-      the student instead (the rectifier's μ is one scalar shared by student and teacher, §1.7).
+      the student instead (the rectifier's μ is one scalar shared by student and teacher, docs/method.md#teacher-ema).
     * **Buffers are not touched** by default: the teacher's BN running statistics come from its own
-      forward passes (it pseudo-labels in train mode, METHOD A9). With ``copy_buffers=True`` they are
+      forward passes (it pseudo-labels in train mode, docs/method.md, A9). With ``copy_buffers=True`` they are
       copied from the student at every update, for runs where the teacher never runs in train mode
       (supervised only): its statistics would otherwise stay at their initial values.
     * At ``t = 0`` α is 0, so the first update makes the teacher equal to the student exactly.
@@ -29,14 +29,14 @@ class TeacherEMA:
     * ``state_dict``/``load_state_dict`` hold the step counter and ``max_decay``, so a resumed run
       continues the warm-up; give this object to ``CheckpointSaver``/``CheckpointLoader``.
 
-    Why not ``ignite.handlers.EMAHandler`` (MONAI.md §9; MONAI itself has no EMA teacher):
+    Why not ``ignite.handlers.EMAHandler`` (Ignite 0.5; MONAI itself has no EMA teacher):
     it builds its own teacher by deep-copying the model, while CRLN's teacher is a pre-built
     network the trainer and the bundle configs name; its built-in momentum warm-up is linear,
     not UA-MT's ``1 − 1/(t + 1)`` (reproducing it needs a ``LambdaStateScheduler`` whose lambda cannot
     be pickled into a checkpoint); it averages every parameter alike and cannot copy some (μ)
     while averaging the rest; its default buffer handling makes the teacher share the student's BN
     buffers; and it fires on an engine event, whereas CRLN updates the teacher *inside* the
-    iteration, after the student's step and before the μ step.
+    iteration, after the student's step and the μ step (so the copied μ is the one just stepped).
 
     Args:
         student: the trained network (possibly DDP-wrapped).

@@ -21,7 +21,8 @@ class RunSummaryWriter:
     Give it as ``summary_writer`` to MONAI's ``TensorBoardStatsHandler`` on the trainer (training scalars) and on
     the evaluator (validation metrics), and attach it to the trainer. A resumed run (restored at iteration ``i``)
     opens ``SummaryWriter(log_dir, purge_step=i + 1)``, so TensorBoard drops the events a killed run wrote after
-    the resume point and the curves hold each step once. MONAI's handler builds its writer when the config is
+    the resume point and the curves hold each step once; a fresh run opens it with ``purge_step=1``, so the events
+    of an earlier run it replaces (``--overwrite True``) are dropped too. MONAI's handler builds its writer when the config is
     parsed, before the resume point is known, which is why this one opens late. Without the ``tensorboard``
     package it logs one warning and writes nothing (it is an optional extra).
 
@@ -42,7 +43,7 @@ class RunSummaryWriter:
     def continue_from(self, iteration: int) -> None:
         """Write the next events after ``iteration`` (0: a fresh run); reopens an open writer."""
         self.close()
-        self._purge_step = iteration + 1 if iteration > 0 else None
+        self._purge_step = iteration + 1
 
     def _open(self) -> Any:
         if self._writer is None and not self._unavailable:

@@ -1,4 +1,5 @@
-"""Cooperative Positive Supervision (CPS) loss of CRLN, paper Eqs. (9)–(14) (METHOD §1.5, A2, A3).
+"""Cooperative Positive Supervision (CPS) loss of CRLN, paper Eqs. (9)–(14)
+(docs/method.md#cooperative-positive-supervision, A2, A3).
 
 Everything is vectorised over classes, anchors and negatives, and nothing reads a tensor value on the
 host: sets of voxels of data-dependent size are never materialised. Instead, a uniform draw from the
@@ -59,7 +60,8 @@ def sample_from_mask_rows(
 
 
 def negative_class_weights(class_means: torch.Tensor, class_valid: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Unnormalised probabilities of the class of a negative, per anchor class (paper Eq. (11), METHOD §1.5).
+    """Unnormalised probabilities of the class of a negative, per anchor class (paper Eq. (11),
+    docs/method.md#cooperative-positive-supervision).
 
     Row ``c`` is proportional to ``softmax_{c' ≠ c, c' valid}(cos(r̄_c, r̄_c') / τ)``; other entries are 0.
     Each row is scaled so that its largest allowed entry is 1 (no overflow for small ``τ``). A row
@@ -314,7 +316,8 @@ class CPSLoss(nn.Module):
         num_valid_classes = class_valid.sum()
         has_anchor = anchor_mask.any(1)
 
-        # Class means r̄_c over V_c (METHOD §1.5), detached, in float32 (sums over millions of voxels).
+        # Class means r̄_c over V_c (docs/method.md#cooperative-positive-supervision), detached, in float32 (sums over
+        # millions of voxels).
         emb_detached = emb.detach().float()
         # Σ_b emb[b] @ member[:, b]ᵀ: a batched matmul that reads emb in place (einsum would transpose a copy of it)
         members_by_sample = member.view(num_classes, batch, num_voxels).permute(1, 2, 0).float()  # (B, S, C)

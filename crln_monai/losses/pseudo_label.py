@@ -1,4 +1,4 @@
-"""Unsupervised (pseudo-label) loss of CRLN, paper Eq. (2) and its code form (METHOD §1.3, A1)."""
+"""Unsupervised (pseudo-label) loss of CRLN, paper Eq. (2) and its code form (docs/method.md#pseudo-label-loss, A1)."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ def as_channel_label(label: torch.Tensor, logits: torch.Tensor, name: str = "lab
 
 
 class SegmentationLoss(nn.Module):
-    """``½ (CE + Dice)`` on logits, the supervised loss of paper Eq. (1) (METHOD §1.2).
+    """``½ (CE + Dice)`` on logits, the supervised loss of paper Eq. (1) (docs/method.md#supervised-loss).
 
     - CE: mean over the voxels whose label is not ``ignore_index`` (0 when every voxel is ignored,
       where ``F.cross_entropy`` would give NaN).

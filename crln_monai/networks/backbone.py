@@ -19,6 +19,7 @@ __all__ = [
     "check_probability",
     "init_backbone_weights",
     "normalise_strides",
+    "planar_settings",
     "resolve_out_channels",
     "size_divisor",
 ]
@@ -27,6 +28,8 @@ Strides = Sequence[Union[int, Sequence[int]]]
 """Per-level down-sampling factors: one entry per level, an int (every axis) or one int per axis, each 1 or 2."""
 
 _AXES = ("H", "W", "D")
+_CONVS = (nn.Conv2d, nn.Conv3d)
+_BATCH_NORMS = (nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 class BackboneOutput(NamedTuple):
@@ -46,11 +49,12 @@ class BackboneOutput(NamedTuple):
 
 
 def init_backbone_weights(module: nn.Module) -> None:
-    """Kaiming-normal weights for every ``Conv3d``; BatchNorm weight 1 and bias 0 (the UA-MT/SSL4MIS init)."""
+    """Kaiming-normal weights for every ``Conv3d`` / ``Conv2d``; BatchNorm weight 1 and bias 0 (the UA-MT/SSL4MIS
+    init)."""
     for m in module.modules():
-        if isinstance(m, nn.Conv3d):
+        if isinstance(m, _CONVS):
             nn.init.kaiming_normal_(m.weight)
-        elif isinstance(m, nn.BatchNorm3d):
+        elif isinstance(m, _BATCH_NORMS):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
@@ -91,55 +95,99 @@ def resolve_out_channels(owner: str, num_classes: int | None, out_channels: int 
     return default if value is None else value
 
 
-def normalise_strides(strides: Strides | None, num_levels: int, owner: str) -> tuple[tuple[int, int, int], ...]:
+def normalise_strides(
+    strides: Strides | None, num_levels: int, owner: str, spatial_dims: int = 3
+) -> tuple[tuple[int, ...], ...]:
     """Per-level, per-axis down-sampling factors, as MONAI's ``DynUNet`` takes ``strides``.
 
     Args:
         strides: ``None`` (2 on every axis at every level) or ``num_levels`` entries, finest level first, each
-            an int (the same factor on the three axes) or three ints (H, W, D); every factor is 1 or 2.
+            an int (the same factor on every axis) or ``spatial_dims`` ints (H, W[, D]); every factor is 1 or 2.
         num_levels: the backbone's number of down-sampling levels.
         owner: the class name for error messages.
+        spatial_dims: 3 (volumes) or 2 (slices).
 
     Returns:
-        ``num_levels`` tuples ``(sH, sW, sD)``.
+        ``num_levels`` tuples of ``spatial_dims`` factors, e.g. ``(sH, sW, sD)``.
 
     Raises:
         ValueError: wrong number of entries or a factor other than 1 or 2, naming the entry.
     """
     if strides is None:
-        return ((2, 2, 2),) * num_levels
+        return ((2,) * spatial_dims,) * num_levels
     if isinstance(strides, (str, bytes)) or not isinstance(strides, Sequence) or len(strides) != num_levels:
         raise ValueError(
             f"{owner}: strides must be None or {num_levels} entries (one per down-sampling level), got {strides!r}"
         )
+    axes = ", ".join(_AXES[:spatial_dims])
     result = []
     for level, entry in enumerate(strides):
-        factors = (entry,) * 3 if _is_int(entry) else entry
+        factors = (entry,) * spatial_dims if _is_int(entry) else entry
         if (
             isinstance(factors, (str, bytes))
             or not isinstance(factors, Sequence)
-            or len(factors) != 3
+            or len(factors) != spatial_dims
             or not all(_is_int(f) and int(f) in (1, 2) for f in factors)
         ):
-            raise ValueError(f"{owner}: strides[{level}] must be 1, 2 or three of them (H, W, D), got {entry!r}")
+            raise ValueError(
+                f"{owner}: strides[{level}] must be 1, 2 or {spatial_dims} of them ({axes}), got {entry!r}"
+            )
         result.append(tuple(int(f) for f in factors))
-    return tuple(result)  # type: ignore[return-value]
+    return tuple(result)
 
 
-def size_divisor(strides: Sequence[Sequence[int]]) -> tuple[int, int, int]:
+def planar_settings(
+    patch_size: Sequence[int], strides: Strides | None, num_levels: int, owner: str
+) -> tuple[tuple[int, int], tuple[tuple[int, int], ...]]:
+    """The in-plane patch and strides of a 2-D (slice-wise) configuration written in the bundle's 3-D terms.
+
+    A 2-D configuration is a 3-D one whose patch is one slice thick: ``patch_size`` ``[h, w, 1]`` (or ``[h, w]``)
+    and ``strides`` ``None`` or entries whose slice-axis factor is 1 (``[sH, sW, 1]``, ``[sH, sW]`` or an int for
+    both in-plane axes). The data pipeline, the sliding window and the bundle keys stay three-dimensional.
+
+    Returns:
+        ``((h, w), ((sH, sW), ...))``.
+
+    Raises:
+        ValueError: a patch thicker than one slice, or a stride other than 1 on the slice axis.
+    """
+    patch = tuple(int(p) for p in patch_size)
+    if len(patch) not in (2, 3) or (len(patch) == 3 and patch[2] != 1):
+        raise ValueError(
+            f"{owner}: a 2-D backbone segments one slice at a time: patch_size must be [h, w, 1] (or [h, w]), "
+            f"got {list(patch_size)}"
+        )
+    if strides is not None and isinstance(strides, Sequence) and not isinstance(strides, (str, bytes)):
+        planar = []
+        for level, entry in enumerate(strides):
+            if isinstance(entry, Sequence) and not isinstance(entry, (str, bytes)) and len(entry) == 3:
+                if entry[2] != 1:
+                    raise ValueError(
+                        f"{owner}: strides[{level}] = {list(entry)} pools the slice axis; a 2-D backbone needs 1 there"
+                    )
+                entry = list(entry[:2])
+            planar.append(entry)
+        strides = planar
+    return (patch[0], patch[1]), normalise_strides(strides, num_levels, owner, spatial_dims=2)  # type: ignore[return-value]
+
+
+def size_divisor(strides: Sequence[Sequence[int]]) -> tuple[int, ...]:
     """Per axis, the product of the strides: what every input side (and patch side) must be divisible by."""
-    return tuple(math.prod(level[axis] for level in strides) for axis in range(3))  # type: ignore[return-value]
+    return tuple(math.prod(level[axis] for level in strides) for axis in range(len(strides[0])))
 
 
 def check_backbone_input(x: torch.Tensor, in_channels: int, divisor: int | Sequence[int], owner: str) -> None:
-    """Raise a one-line ValueError unless ``x`` is ``(B, in_channels, H, W, D)``, each side divisible by ``divisor``.
+    """Raise a one-line ValueError unless ``x`` is ``(B, in_channels, H, W, D)`` (``(B, in_channels, H, W)`` for a
+    2-D ``divisor``), each side divisible by ``divisor``.
 
-    ``divisor`` is an int (all axes) or one int per axis (see :func:`size_divisor`); the message names the
+    ``divisor`` is an int (three axes) or one int per axis (see :func:`size_divisor`); the message names the
     first axis that fails, its size and the required multiple.
     """
-    if not isinstance(x, torch.Tensor) or x.ndim != 5:
+    spatial_dims = 3 if isinstance(divisor, int) else len(divisor)
+    if not isinstance(x, torch.Tensor) or x.ndim != spatial_dims + 2:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{owner}: input must be a 5-D tensor (B, C, H, W, D), got {shape}")
+        layout = ", ".join(("B", "C") + _AXES[:spatial_dims])
+        raise ValueError(f"{owner}: input must be a {spatial_dims + 2}-D tensor ({layout}), got {shape}")
     if x.shape[1] != in_channels:
         raise ValueError(f"{owner}: input of shape {tuple(x.shape)} has {x.shape[1]} channels, expected {in_channels}")
     check_spatial_size(tuple(x.shape[2:]), divisor, owner, "input of spatial size")
@@ -147,9 +195,9 @@ def check_backbone_input(x: torch.Tensor, in_channels: int, divisor: int | Seque
 
 def check_spatial_size(spatial: Sequence[int], divisor: int | Sequence[int], owner: str, what: str) -> None:
     """Raise a one-line ValueError naming the axis, its size and the required multiple unless every side of
-    ``spatial`` ``(H, W, D)`` is divisible by ``divisor`` (an int, or one int per axis); ``what`` names the size."""
+    ``spatial`` ``(H, W[, D])`` is divisible by ``divisor`` (an int, or one int per axis); ``what`` names the size."""
     spatial = tuple(int(side) for side in spatial)
-    divisors = (divisor,) * 3 if isinstance(divisor, int) else tuple(divisor)
+    divisors = (divisor,) * len(spatial) if isinstance(divisor, int) else tuple(divisor)
     for axis, (side, multiple) in enumerate(zip(spatial, divisors)):
         if side % multiple:
             raise ValueError(

@@ -8,15 +8,17 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .backbone import Strides, check_spatial_size, init_backbone_weights, resolve_out_channels
+from .backbone import Strides, check_spatial_size, init_backbone_weights, planar_settings, resolve_out_channels
 from .dim import DynamicInteractionModule
 from .rectifier import Rectifier
+from .unet2d import UNet2D
 from .unet3d import UNet3D
 from .vnet import VNet
 
-__all__ = ["CRLN", "CRLNOutput", "PROJECTION_INITS", "ProjectionHead", "RectifiedPrediction"]
+__all__ = ["BACKBONES", "CRLN", "CRLNOutput", "PROJECTION_INITS", "ProjectionHead", "RectifiedPrediction"]
 
-BACKBONES = {"vnet": VNet, "unet3d": UNet3D}
+BACKBONES = {"vnet": VNet, "unet3d": UNet3D, "unet2d": UNet2D}
+"""The named backbones; ``"unet2d"`` segments one slice at a time (its ``spatial_dims`` is 2)."""
 
 PROJECTION_INITS = ("kaiming", "default")
 """Projection-head initialisations: ``"kaiming"`` (authors' code: their init loop gives every ``Conv3d`` of the
@@ -48,7 +50,8 @@ class CRLNOutput(NamedTuple):
 
 
 class ProjectionHead(nn.Sequential):
-    """Representation head for CPS (METHOD §1.1): 3³ conv (no bias) → BN → ReLU → 1³ conv, ``(B, Cf, ...) → (B, D_r, ...)``.
+    """Representation head for CPS: 3³ conv (no bias) → BN → ReLU → 1³ conv, ``(B, Cf, ...) → (B, D_r, ...)``
+    (3² and 1² convs for 2-D features; docs/method.md#heads-and-prototypes).
 
     Args:
         in_channels: feature channels ``Cf``.
@@ -56,21 +59,23 @@ class ProjectionHead(nn.Sequential):
         init: one of :data:`PROJECTION_INITS`. ``"kaiming"`` (authors' code, the default): Kaiming-normal conv
             weights (fan-in, gain √2, as :func:`~crln_monai.networks.backbone.init_backbone_weights`), BN weight 1
             and bias 0; ``"default"`` (our earlier choice): PyTorch's default init.
+        spatial_dims: 3 (volumes) or 2 (slices).
 
     Raises:
         ValueError: an unknown ``init``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, init: str = "kaiming") -> None:
+    def __init__(self, in_channels: int, out_channels: int, init: str = "kaiming", spatial_dims: int = 3) -> None:
         if init not in PROJECTION_INITS:
             raise ValueError(
                 f"ProjectionHead: init (CRLN's projection_init) must be one of {PROJECTION_INITS}, got {init!r}."
             )
+        conv, norm = (nn.Conv2d, nn.BatchNorm2d) if spatial_dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
         super().__init__(
-            nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm3d(out_channels),
+            conv(in_channels, out_channels, 3, padding=1, bias=False),
+            norm(out_channels),
             nn.ReLU(inplace=True),
-            nn.Conv3d(out_channels, out_channels, 1),
+            conv(out_channels, out_channels, 1),
         )
         if init == "kaiming":
             init_backbone_weights(self)
@@ -87,18 +92,18 @@ class CRLN(nn.Module):
         in_channels: image channels.
         num_classes: segmentation classes, background included (≥ 2); 2 when neither it nor ``out_channels``
             is given.
-        backbone: ``"vnet"`` (LA, Pancreas), ``"unet3d"`` (BraTS) or a module returning
-            :class:`~crln_monai.networks.BackboneOutput` (ideally with ``feature_channels`` and ``strides``
-            attributes, as :class:`VNet` and :class:`UNet3D` have).
-        patch_size: the training patch; the DIM's spatial LayerNorm is tied to it (METHOD A16). Each side must
-            be divisible by the product of that axis' strides.
+        backbone: ``"vnet"`` (LA, Pancreas), ``"unet3d"`` (BraTS), ``"unet2d"`` (slice-wise, :class:`UNet2D`) or
+            a module returning :class:`~crln_monai.networks.BackboneOutput` (ideally with ``feature_channels`` and
+            ``strides`` attributes, as :class:`VNet` and :class:`UNet3D` have).
+        patch_size: the training patch; the DIM's spatial LayerNorm is tied to it (docs/method.md, A16). Each side must
+            be divisible by the product of that axis' strides. A 2-D backbone takes ``[h, w, 1]``: one slice.
         num_prototypes: prototypes per class ``K``.
         use_dim: build the DIM and the rectifier; ``False`` gives a plain mean-teacher network.
         use_projection: build the projection head (needed by CPS).
         projection_init: the projection head's init, one of :data:`PROJECTION_INITS`: ``"kaiming"`` (authors'
             code, the default: their init loop covers every ``Conv3d`` of the network) or ``"default"``
             (PyTorch's default init, our earlier choice).
-        prototype_reduce: how CPS reduces the prototypes (METHOD A3). ``"feature"`` (authors' code) averages
+        prototype_reduce: how CPS reduces the prototypes (docs/method.md, A3). ``"feature"`` (authors' code) averages
             each class's ``K × F`` prototypes over ``F`` and so sets ``D_r = K``; ``"prototype"`` averages over
             ``K`` and sets ``D_r = F``.
         rectifier: the rectification variant of Table 7 (see :class:`Rectifier`).
@@ -108,12 +113,19 @@ class CRLN(nn.Module):
         backbone_kwargs: further backbone options (``base_filters``, ``dropout``, ...).
         strides: the backbone's per-level down-sampling factors, finest first, each 1 or 2 or one such factor
             per axis (see :class:`VNet`); ``None``: 2 on every axis at every level. Only with a named backbone.
+            For ``"unet2d"`` the slice axis' factor is 1 (``[sH, sW, 1]``; ``None``: 2 in-plane).
         out_channels: MONAI's name for ``num_classes``; give one of the two (equal values are accepted).
 
     Raises:
         ValueError: an unknown backbone, ``prototype_reduce`` or ``projection_init``, fewer than 2 classes,
             ``num_classes`` and ``out_channels`` differ, ``strides`` given twice or with a backbone module,
-            ``dim_kwargs`` sets a derived argument, or a patch side not divisible by its axis' strides.
+            ``dim_kwargs`` sets a derived argument, a patch side not divisible by its axis' strides, or a 2-D
+            backbone with a patch thicker than one slice.
+
+    Attributes:
+        spatial_dims: 3, or 2 for a slice-wise backbone: it runs on ``(B, Cin, H, W)`` slices, and on
+            ``(B, Cin, H, W, 1)`` too (the data pipeline's and the sliding window's one-slice patches), returning
+            outputs of the input's layout, so trainer, losses, augmentation and inference are the 3-D ones.
     """
 
     def __init__(
@@ -149,9 +161,13 @@ class CRLN(nn.Module):
             backbone_kwargs = dict(backbone_kwargs or {})
             if strides is not None and backbone_kwargs.get("strides") is not None:
                 raise ValueError("CRLN: strides given both as an argument and in backbone_kwargs; give it once.")
+            backbone_class = BACKBONES[backbone]
+            if getattr(backbone_class, "spatial_dims", 3) == 2:
+                patch_size, strides = planar_settings(patch_size, strides, backbone_class.num_levels, "CRLN")
+                patch_size = (*patch_size, 1)
             if strides is not None:
                 backbone_kwargs["strides"] = strides
-            backbone = BACKBONES[backbone](in_channels=in_channels, num_classes=num_classes, **backbone_kwargs)
+            backbone = backbone_class(in_channels=in_channels, num_classes=num_classes, **backbone_kwargs)
         elif strides is not None:
             raise ValueError("CRLN: strides applies to a named backbone; build the backbone module with its strides.")
         clashes = sorted(set(dim_kwargs or {}) & set(_DERIVED_DIM_ARGUMENTS))
@@ -161,11 +177,13 @@ class CRLN(nn.Module):
             )
         self.backbone = backbone
         self.num_classes = num_classes
+        self.spatial_dims = int(getattr(backbone, "spatial_dims", 3))
         self.patch_size = tuple(int(s) for s in patch_size)
         if len(self.patch_size) != 3:
             raise ValueError(f"CRLN: patch_size must be three sizes (H, W, D), got {tuple(patch_size)}.")
+        network_patch = self.patch_size[: self.spatial_dims]  # one slice (h, w) for a 2-D backbone
         if hasattr(backbone, "size_divisor"):
-            check_spatial_size(self.patch_size, backbone.size_divisor, "CRLN", "patch_size")
+            check_spatial_size(network_patch, backbone.size_divisor, "CRLN", "patch_size")
         self.prototype_reduce = prototype_reduce
         feature_channels = tuple(getattr(backbone, "feature_channels", (64, 32, 16)))
         num_levels = len(feature_channels) - 1  # the DIM reads every tap but the full-resolution one
@@ -174,7 +192,7 @@ class CRLN(nn.Module):
             DynamicInteractionModule(
                 num_classes=num_classes,
                 num_prototypes=num_prototypes,
-                patch_size=self.patch_size,
+                patch_size=network_patch,
                 feature_channels=feature_channels[:num_levels],
                 strides=None if backbone_strides is None else tuple(backbone_strides)[:num_levels],
                 **(dim_kwargs or {}),
@@ -185,7 +203,9 @@ class CRLN(nn.Module):
         self.rectifier = Rectifier(mode=rectifier, num_classes=num_classes) if use_dim else None
         representation_dim = num_prototypes if prototype_reduce == "feature" else feature_channels[0]
         self.projection = (
-            ProjectionHead(feature_channels[-1], representation_dim, init=projection_init) if use_projection else None
+            ProjectionHead(feature_channels[-1], representation_dim, projection_init, self.spatial_dims)
+            if use_projection
+            else None
         )
 
     @property
@@ -203,13 +223,25 @@ class CRLN(nn.Module):
 
         Args:
             image: ``(B, Cin, H, W, D)``, each side divisible by its axis' product of the backbone strides; with
-                the DIM, ``(H, W, D)`` must equal ``patch_size``.
+                the DIM, ``(H, W, D)`` must equal ``patch_size``. A 2-D backbone takes ``(B, Cin, H, W)`` or
+                ``(B, Cin, H, W, 1)``.
             with_dim: run the DIM and the rectifier (the method skips them for the unlabelled student forward).
             with_embedding: run the projection head.
 
         Returns:
-            :class:`CRLNOutput`.
+            :class:`CRLNOutput`, each tensor in the input's layout.
+
+        Raises:
+            ValueError: a 2-D network given a 5-D input thicker than one slice.
         """
+        one_slice = self.spatial_dims == 2 and image.ndim == 5
+        if one_slice:
+            if image.shape[-1] != 1:
+                raise ValueError(
+                    f"CRLN: this network segments one slice at a time (2-D backbone); input {tuple(image.shape)} must "
+                    "be (B, C, H, W) or (B, C, H, W, 1)."
+                )
+            image = image[..., 0]
         logits, features = self.backbone(image)
         relation_map = rectified = embedding = None
         if with_dim and self.dim is not None:
@@ -217,6 +249,8 @@ class CRLN(nn.Module):
             rectified = self.rectifier(logits, relation_map)
         if with_embedding and self.projection is not None:
             embedding = self.projection(features[2])
+        if one_slice:
+            return CRLNOutput(*(None if t is None else t.unsqueeze(-1) for t in (logits, relation_map, rectified, embedding)))
         return CRLNOutput(logits, relation_map, rectified, embedding)
 
 
@@ -224,7 +258,7 @@ class RectifiedPrediction(nn.Module):
     """Wrap a :class:`CRLN` so that calling it returns one tensor, the inference output ``(B, C, H, W, D)``.
 
     MONAI inferers, evaluators and ``ckpt_export`` expect a network that maps a tensor to a tensor; the
-    inference output of CRLN is the rectified logits (METHOD §1.4), or the plain logits without a DIM.
+    inference output of CRLN is the rectified logits (docs/method.md#rectification), or the plain logits without a DIM.
     The state dict is the wrapped network's (no prefix), so checkpoints load into either. The projection
     head only serves CPS in training: when the wrapped network has none, its keys in a training checkpoint
     are dropped on loading, and every other key must still match.

@@ -1,4 +1,5 @@
-"""Dynamic Interaction Module (DIM): learnable class prototypes meet decoder features (METHOD.md §1.4).
+"""Dynamic Interaction Module (DIM): learnable class prototypes meet decoder features
+(docs/method.md#dynamic-interaction-module).
 
 The DIM turns two decoder taps into the *holistic relation map* ``M(x)``, a second set of segmentation
 logits that the rectifier adds to the plain prediction. Per level ``l`` (coarse to fine):
@@ -10,7 +11,8 @@ logits that the rectifier adds to the plain prediction. Per level ``l`` (coarse 
 4. spatial proximity maps ``A = S + DP(S) + DP(LN_N(S + DP(S)))`` (step 6);
 5. per-class relationship cue: aggregation of the ``K`` maps of each class (step 7, Table 6);
 
-and finally ``M = ReLU(ConvT2³(cue))`` at full resolution (step 8). With anisotropic backbone ``strides`` the
+and finally ``M = ReLU(ConvT2³(cue))`` at full resolution (step 8). For a 2-D (slice-wise) backbone every
+step is the same with 2-D tensors and layers: ``patch_size`` of two sides gives a 2-D DIM. With anisotropic backbone ``strides`` the
 level sizes and that transposed conv follow them (first strides ``(2, 2, 1)``: kernel and stride ``(2, 2, 1)``).
 
 Shapes for the LA patch 112×112×80, batch ``B``, ``C = 2`` classes, ``K = 16`` prototypes, ``F = 64``:
@@ -57,17 +59,30 @@ __all__ = [
 ]
 
 AGGREGATIONS = ("sum", "spatial", "conv", "cross_class")
-"""The aggregation switches of METHOD.md Table 6, in the order the paper adds them."""
+"""The aggregation switches of the paper's Table 6, in the order the paper adds them
+(docs/method.md#aggregation-variants)."""
 
 LEVEL_MODES = ("last", "all")
 _PROTOTYPE_INITS = ("zeros", "normal")
-UPSAMPLE_INITS = ("default", "kaiming")
-"""Init of the DIM's final ``ConvTranspose3d``: ``"default"`` (authors' code: their init loop touches only ``Conv3d``,
-so the transposed conv keeps PyTorch's default) or ``"kaiming"`` (Kaiming-normal, our earlier choice)."""
+UPSAMPLE_INITS = ("authors", "default", "kaiming")
+"""Init of the DIM's final transposed conv. The authors' code keeps PyTorch's default init on a full ``C -> C``
+``ConvTranspose3d`` (their init loop touches only ``Conv3d``): U(±1/sqrt(C·8)) for weight and bias, ±0.25 for two
+classes. ``"authors"`` (the default) draws our per-class (grouped) conv at that same scale; ``"default"`` keeps
+PyTorch's default init of the grouped conv, whose fan-in is 8 alone (U(±0.354), our earlier choice);
+``"kaiming"``: Kaiming-normal like the DIM's other convolutions. With ``upsample_mixes_classes=True`` the conv is
+the authors' full one and ``"authors"`` equals ``"default"``."""
+
+
+def _layers(spatial_dims: int) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
+    """``(Conv, BatchNorm, ConvTranspose)`` classes for 2-D (slices) or 3-D (volumes)."""
+    if spatial_dims == 2:
+        return nn.Conv2d, nn.BatchNorm2d, nn.ConvTranspose2d
+    return nn.Conv3d, nn.BatchNorm3d, nn.ConvTranspose3d
 
 
 class PrototypeCrossAttention(nn.Module):
-    """Single-head cross-attention from prototype queries to feature tokens (METHOD.md §1.4 steps 4–5).
+    """Single-head cross-attention from prototype queries to feature tokens
+    (docs/method.md#dynamic-interaction-module, steps 4–5).
 
     Every query row ``(c, k)`` is processed on its own (LayerNorm, attention row, MLP), so the rows never mix.
 
@@ -132,7 +147,8 @@ class PrototypeCrossAttention(nn.Module):
 
 
 class SpatialProximity(nn.Module):
-    """Spatial proximity maps ``A = S + DP(S) + DP(LN_N(S + DP(S)))`` (METHOD.md §1.4 step 6).
+    """Spatial proximity maps ``A = S + DP(S) + DP(LN_N(S + DP(S)))``
+    (docs/method.md#dynamic-interaction-module, step 6).
 
     ``LN_N`` is a LayerNorm over the ``N`` spatial positions with ``N`` affine weights, which ties the module
     to one patch size (A16).
@@ -159,29 +175,33 @@ class SpatialProximity(nn.Module):
         return maps + self.drop_path(self.norm(maps))
 
 
-def _separable_conv(channels: int, pointwise_groups: int) -> nn.Sequential:
-    """Depthwise 3³ conv + BN + ReLU + pointwise 1³ conv + BN + ReLU, ``channels -> channels``.
+def _separable_conv(channels: int, pointwise_groups: int, spatial_dims: int = 3) -> nn.Sequential:
+    """Depthwise 3³ conv + BN + ReLU + pointwise 1³ conv + BN + ReLU, ``channels -> channels`` (3² and 1² in 2-D).
 
     ``pointwise_groups`` > 1 keeps groups of channels (one group per class) apart in the pointwise conv.
     """
+    conv, norm, _ = _layers(spatial_dims)
     return nn.Sequential(
-        nn.Conv3d(channels, channels, 3, padding=1, groups=channels, bias=False),
-        nn.BatchNorm3d(channels),
+        conv(channels, channels, 3, padding=1, groups=channels, bias=False),
+        norm(channels),
         nn.ReLU(inplace=True),
-        nn.Conv3d(channels, channels, 1, groups=pointwise_groups, bias=False),
-        nn.BatchNorm3d(channels),
+        conv(channels, channels, 1, groups=pointwise_groups, bias=False),
+        norm(channels),
         nn.ReLU(inplace=True),
     )
 
 
 class ClassCueAggregation(nn.Module):
-    """Fuses each class's ``K`` proximity maps into one relationship cue (METHOD.md §1.4 step 7, Table 6).
+    """Fuses each class's ``K`` proximity maps into one relationship cue
+    (docs/method.md#dynamic-interaction-module, step 7; Table 6).
 
     Modes:
         - ``"sum"``: plain sum over ``K``; no parameters.
         - ``"spatial"``: SepConv ``K -> K`` with separate weights per class, then sum over ``K``.
         - ``"conv"``: SepConv, then a ``1³`` conv ``K -> 1``, both with separate weights per class (grouped
           convolutions over a ``(B, C·K, h, w, d)`` tensor, ``groups = C``).
+
+    In 2-D (``spatial_dims=2``) the maps are ``(B, C, K, h, w)`` and the convolutions 2-D.
         - ``"cross_class"`` (paper's full model): the same SepConv + ``K -> 1`` conv with weights shared by all
           classes (applied to ``(B·C, K, h, w, d)``), hence fewer parameters than ``"conv"``.
 
@@ -191,9 +211,10 @@ class ClassCueAggregation(nn.Module):
         num_classes: ``C``.
         num_prototypes: ``K``.
         mode: one of :data:`AGGREGATIONS`.
+        spatial_dims: 3 (volumes) or 2 (slices).
     """
 
-    def __init__(self, num_classes: int, num_prototypes: int, mode: str = "cross_class") -> None:
+    def __init__(self, num_classes: int, num_prototypes: int, mode: str = "cross_class", spatial_dims: int = 3) -> None:
         super().__init__()
         if mode not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {mode!r}.")
@@ -203,13 +224,14 @@ class ClassCueAggregation(nn.Module):
         per_class = num_classes * num_prototypes
         self.spatial: nn.Module | None = None
         self.fuse: nn.Module | None = None
+        conv = _layers(spatial_dims)[0]
         if mode in ("spatial", "conv"):
-            self.spatial = _separable_conv(per_class, pointwise_groups=num_classes)
+            self.spatial = _separable_conv(per_class, pointwise_groups=num_classes, spatial_dims=spatial_dims)
         if mode == "conv":
-            self.fuse = nn.Conv3d(per_class, num_classes, 1, groups=num_classes)
+            self.fuse = conv(per_class, num_classes, 1, groups=num_classes)
         if mode == "cross_class":
-            self.spatial = _separable_conv(num_prototypes, pointwise_groups=1)
-            self.fuse = nn.Conv3d(num_prototypes, 1, 1)
+            self.spatial = _separable_conv(num_prototypes, pointwise_groups=1, spatial_dims=spatial_dims)
+            self.fuse = conv(num_prototypes, 1, 1)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         """
@@ -246,9 +268,10 @@ class _DIMLevel(nn.Module):
         prototype_residual: bool,
         drop_path: float,
         mlp_ratio: float,
+        spatial_dims: int = 3,
     ) -> None:
         super().__init__()
-        self.token_projection = nn.Conv3d(channels, channels, 1)
+        self.token_projection = _layers(spatial_dims)[0](channels, channels, 1)
         self.token_norm = nn.LayerNorm(channels)
         self.attention = PrototypeCrossAttention(
             channels,
@@ -260,13 +283,15 @@ class _DIMLevel(nn.Module):
         # 1×1 re-projection of the prototypes to the next level's width (a 1×1 Conv2d in the authors' code).
         self.reprojection = nn.Linear(channels, next_channels) if next_channels is not None else None
         self.proximity = SpatialProximity(num_positions, drop_path) if build_cue else None
-        self.aggregation = ClassCueAggregation(num_classes, num_prototypes, aggregation) if build_cue else None
+        self.aggregation = (
+            ClassCueAggregation(num_classes, num_prototypes, aggregation, spatial_dims) if build_cue else None
+        )
 
     def forward(self, queries: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """
         Args:
             queries: ``(B or 1, C, K, F_l)``.
-            features: ``(B, F_l, h, w, d)``.
+            features: ``(B, F_l, h, w, d)`` (``(B, F_l, h, w)`` in 2-D).
 
         Returns:
             ``(cue, next_queries)``: cue ``(B, C, h, w, d)`` or ``None``; prototypes for the next level
@@ -284,7 +309,8 @@ class _DIMLevel(nn.Module):
 
 
 class DynamicInteractionModule(nn.Module):
-    """Dynamic Interaction Module: learnable prototypes -> holistic relation map (METHOD.md §1.4, §3.3).
+    """Dynamic Interaction Module: learnable prototypes -> holistic relation map
+    (docs/method.md#dynamic-interaction-module).
 
     See the module docstring for the steps and the shape table. Level ``l`` (0-based, coarse to fine) of
     ``L = len(feature_channels)`` levels reads a tap at ``patch_size / prod(strides[:L - l])`` per axis, and the
@@ -301,8 +327,9 @@ class DynamicInteractionModule(nn.Module):
         num_prototypes: ``K >= 1`` prototypes per class.
         feature_channels: widths of the decoder taps, coarse to fine (``(64, 32)``). The prototypes have width
             ``feature_channels[0]``. :class:`~crln_monai.networks.CRLN` reads them from the backbone.
-        patch_size: the training patch ``(H, W, D)``; each side must be divisible by the product of its axis'
-            ``strides`` (``2**L`` at the default).
+        patch_size: the training patch ``(H, W, D)``, or ``(H, W)`` for a 2-D (slice-wise) backbone, which makes
+            every layer 2-D; each side must be divisible by the product of its axis' ``strides`` (``2**L`` at the
+            default).
         aggregation: Table 6 switch, one of :data:`AGGREGATIONS` (see :class:`ClassCueAggregation`).
         legacy_query_layout: A4. ``True`` reproduces the authors' reshape of ``(C, K)`` into ``(K, C)``: the query
             feeding class ``c``'s slot ``k`` is row ``k*C + c`` of ``prototypes.reshape(C*K, F)``, so class maps
@@ -316,9 +343,10 @@ class DynamicInteractionModule(nn.Module):
         mlp_ratio: MLP hidden width factor.
         prototype_init: A12. ``"zeros"`` (authors' code) or ``"normal"`` (std 0.02).
         upsample_mixes_classes: use a full ``C -> C`` final transposed conv as in the authors' code.
-        upsample_init: the final transposed conv's init, one of :data:`UPSAMPLE_INITS`. ``"default"`` (authors'
-            code, the default): PyTorch's default init, as their init loop touches only ``Conv3d``; ``"kaiming"``
-            (our earlier choice): Kaiming-normal like the DIM's ``Conv3d`` layers.
+        upsample_init: the final transposed conv's init, one of :data:`UPSAMPLE_INITS`: ``"authors"`` (the
+            default: the scale of the authors' full ``C -> C`` conv under PyTorch's default init, U(±1/sqrt(C·k))
+            with ``k`` the kernel's voxels), ``"default"`` (PyTorch's default init of our grouped conv, fan-in ``k``)
+            or ``"kaiming"`` (Kaiming-normal like the DIM's other convolutions).
         strides: the backbone's first ``L`` down-sampling factors, finest first (``strides[0]`` takes the full
             resolution to the finest tap's), each an int or one int per axis (H, W, D), each 1 or 2; ``None``:
             2 on every axis. :class:`~crln_monai.networks.CRLN` passes the backbone's.
@@ -342,11 +370,12 @@ class DynamicInteractionModule(nn.Module):
         prototype_init: str = "zeros",
         upsample_mixes_classes: bool = False,
         strides: Strides | None = None,
-        upsample_init: str = "default",
+        upsample_init: str = "authors",
     ) -> None:
         super().__init__()
         feature_channels = tuple(int(c) for c in feature_channels)
         patch_size = tuple(int(p) for p in patch_size)
+        spatial_dims = len(patch_size) if len(patch_size) in (2, 3) else 3
         num_levels = len(feature_channels)
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
@@ -354,12 +383,12 @@ class DynamicInteractionModule(nn.Module):
             raise ValueError(f"num_prototypes must be >= 1, got {num_prototypes}.")
         if num_levels < 1 or any(c < 1 for c in feature_channels):
             raise ValueError(f"feature_channels must be a non-empty sequence of positive ints, got {feature_channels}.")
-        strides = normalise_strides(strides, num_levels, "DynamicInteractionModule")
+        strides = normalise_strides(strides, num_levels, "DynamicInteractionModule", spatial_dims)
         divisor = size_divisor(strides)
-        if len(patch_size) != 3 or any(p < 1 or p % d for p, d in zip(patch_size, divisor)):
+        if len(patch_size) != spatial_dims or any(p < 1 or p % d for p, d in zip(patch_size, divisor)):
             raise ValueError(
-                f"patch_size must be three positive sizes divisible by {divisor} per axis (the product of the "
-                f"strides of the {num_levels} levels), got {patch_size}."
+                f"patch_size must be 3 (or 2, for slices) positive sizes divisible by {divisor} per axis (the product "
+                f"of the strides of the {num_levels} levels), got {patch_size}."
             )
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}.")
@@ -377,6 +406,7 @@ class DynamicInteractionModule(nn.Module):
         self.num_classes = num_classes
         self.num_prototypes = num_prototypes
         self.feature_channels = feature_channels
+        self.spatial_dims = spatial_dims
         self.patch_size = patch_size
         self.aggregation = aggregation
         self.legacy_query_layout = legacy_query_layout
@@ -402,21 +432,26 @@ class DynamicInteractionModule(nn.Module):
                 prototype_residual=prototype_residual,
                 drop_path=drop_path,
                 mlp_ratio=mlp_ratio,
+                spatial_dims=spatial_dims,
             )
             for i in range(num_levels)
         )
-        self.upsample = nn.ConvTranspose3d(
+        conv, _, transposed = _layers(spatial_dims)
+        self.upsample = transposed(
             num_classes, num_classes, strides[0], stride=strides[0], groups=1 if upsample_mixes_classes else num_classes
         )
         # Algorithm 1 initialises the convolutions of θ Kaiming-normal; the authors' init loop touches only Conv3d
         # layers (not their 1×1 Conv2d query re-projection, our Linear, nor this ConvTranspose3d). With PyTorch's
         # default (uniform, fan-in) init on the Conv3d layers the relation map starts near zero and its loss barely
-        # moves for hundreds of iterations. The final transposed conv keeps PyTorch's default init unless
-        # upsample_init="kaiming" (our earlier choice).
-        kaiming_types = (nn.Conv3d, nn.ConvTranspose3d) if upsample_init == "kaiming" else (nn.Conv3d,)
+        # moves for hundreds of iterations. The final transposed conv: see UPSAMPLE_INITS.
+        kaiming_types = (conv, transposed) if upsample_init == "kaiming" else (conv,)
         for module in self.modules():
             if isinstance(module, kaiming_types):
                 nn.init.kaiming_normal_(module.weight)
+        if upsample_init == "authors":
+            bound = 1.0 / math.sqrt(num_classes * math.prod(strides[0]))  # the full C -> C conv's default fan-in
+            nn.init.uniform_(self.upsample.weight, -bound, bound)
+            nn.init.uniform_(self.upsample.bias, -bound, bound)
 
     def initial_queries(self) -> torch.Tensor:
         """The level-1 queries ``(1, C, K, F)`` built from :attr:`prototypes` in the configured layout (A4)."""
@@ -433,7 +468,7 @@ class DynamicInteractionModule(nn.Module):
             )
         batch = features[0].shape[0]
         for i, (tap, channels, size) in enumerate(zip(features, self.feature_channels, self.level_sizes)):
-            if tap.ndim != 5 or tap.shape[0] != batch or tap.shape[1] != channels:
+            if tap.ndim != self.spatial_dims + 2 or tap.shape[0] != batch or tap.shape[1] != channels:
                 raise ValueError(
                     f"features[{i}] must have shape (B={batch}, {channels}, *{size}), got {tuple(tap.shape)}."
                 )
@@ -448,10 +483,10 @@ class DynamicInteractionModule(nn.Module):
         """
         Args:
             features: decoder taps, coarse to fine: ``(B, 64, H/4, W/4, D/4)`` and ``(B, 32, H/2, W/2, D/2)``
-                for the default widths, strides and two levels (in general :attr:`level_sizes`).
+                for the default widths, strides and two levels (in general :attr:`level_sizes`; 2-D taps in 2-D).
 
         Returns:
-            holistic relation map ``(B, C, H, W, D)``, non-negative.
+            holistic relation map ``(B, C, H, W, D)`` (``(B, C, H, W)`` in 2-D), non-negative.
 
         Raises:
             ValueError: when the number, widths or spatial sizes of the taps do not match the construction
@@ -466,6 +501,6 @@ class DynamicInteractionModule(nn.Module):
             if cue is None:
                 continue
             if tuple(cue.shape[2:]) != finest:
-                cue = F.interpolate(cue, size=finest, mode="trilinear", align_corners=False)
+                cue = F.interpolate(cue, size=finest, mode="trilinear" if cue.ndim == 5 else "bilinear", align_corners=False)
             cue_sum = cue if cue_sum is None else cue_sum + cue
         return F.relu(self.upsample(cue_sum))

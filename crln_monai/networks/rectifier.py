@@ -1,4 +1,4 @@
-"""Rectification of segmentation logits by the DIM's relation map (METHOD.md §1.4 step 8, §3.4, Table 7).
+"""Rectification of segmentation logits by the DIM's relation map (docs/method.md#rectification; the paper's Table 7).
 
 Three variants, picked by ``mode``:
 
@@ -17,7 +17,7 @@ from torch import nn
 __all__ = ["RECTIFIER_MODES", "Rectifier"]
 
 RECTIFIER_MODES = ("learnable_v3", "fixed_v1", "learnable_v2")
-"""Valid values of :class:`Rectifier`'s ``mode`` (METHOD.md Table 7)."""
+"""Valid values of :class:`Rectifier`'s ``mode`` (the paper's Table 7, docs/method.md#rectification)."""
 
 
 class _ClampWithInwardGradient(torch.autograd.Function):
@@ -96,19 +96,19 @@ class Rectifier(nn.Module):
     def forward(self, logits: torch.Tensor, relation_map: torch.Tensor) -> torch.Tensor:
         """
         Args:
-            logits: segmentation logits ``(B, C, H, W, D)``.
-            relation_map: DIM relation map ``(B, C, H, W, D)``.
+            logits: segmentation logits ``(B, C, H, W, D)``, or ``(B, C, H, W)`` for slices.
+            relation_map: DIM relation map of the same shape.
 
         Returns:
-            rectified logits ``(B, C, H, W, D)``.
+            rectified logits of the same shape.
 
         Raises:
-            ValueError: when the shapes differ, are not 5-D, or ``C != num_classes``.
+            ValueError: when the shapes differ, are neither 4-D nor 5-D, or ``C != num_classes``.
         """
-        if logits.shape != relation_map.shape or logits.ndim != 5 or logits.shape[1] != self.num_classes:
+        if logits.shape != relation_map.shape or logits.ndim not in (4, 5) or logits.shape[1] != self.num_classes:
             raise ValueError(
-                f"logits and relation_map must both have shape (B, {self.num_classes}, H, W, D); "
-                f"got {tuple(logits.shape)} and {tuple(relation_map.shape)}."
+                f"logits and relation_map must both have shape (B, {self.num_classes}, H, W, D) or "
+                f"(B, {self.num_classes}, H, W); got {tuple(logits.shape)} and {tuple(relation_map.shape)}."
             )
         if self.mode == "learnable_v3":
             if torch.is_grad_enabled() and self.raw_mu.requires_grad:
@@ -116,8 +116,9 @@ class Rectifier(nn.Module):
             else:  # same value; a plain clamp keeps inference traceable for TorchScript export
                 mu = self.raw_mu.clamp(0.0, 1.0)
             return logits + (1.0 - mu) * relation_map
-        if self.mode == "learnable_v2":
-            return self.fuse(torch.cat([logits, relation_map], dim=1))
+        if self.mode == "learnable_v2":  # a 1³ conv; slices pass through it with a unit depth
+            stacked = torch.cat([logits, relation_map], dim=1)
+            return self.fuse(stacked) if stacked.ndim == 5 else self.fuse(stacked.unsqueeze(-1)).squeeze(-1)
         plain_confidence = logits.softmax(dim=1).amax(dim=1, keepdim=True)
         relation_confidence = relation_map.softmax(dim=1).amax(dim=1, keepdim=True)
         use_relation = (plain_confidence < self.confidence_threshold) & (relation_confidence > plain_confidence)

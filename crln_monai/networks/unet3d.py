@@ -1,4 +1,4 @@
-"""The SSL4MIS-style 3D U-Net, the backbone CRLN uses on BraTS (METHOD.md §3.2).
+"""The SSL4MIS-style 3D U-Net, the backbone CRLN uses on BraTS (docs/method.md#3-d-u-net).
 
 Hand-written because none of MONAI's U-Nets has this layout: ``UNet`` uses strided convs and
 PReLU/residual units, ``BasicUNet`` uses LeakyReLU and 2³ deconvs with different widths, ``DynUNet``

@@ -1,8 +1,8 @@
-"""The UA-MT VNet, the backbone CRLN uses on LA and Pancreas (METHOD.md §3.1).
+"""The UA-MT VNet, the backbone CRLN uses on LA and Pancreas (docs/method.md#ua-mt-vnet).
 
 Hand-written because MONAI's ``monai.networks.nets.VNet`` is Milletari's V-Net, a different network:
 residual 5³ stages, ELU, concatenating skips, dropout on every skip and 45.6 M parameters
-(MONAI.md §12). The UA-MT variant below has plain 3³ conv-norm-ReLU stages, additive skips and
+(MONAI 1.6.1). The UA-MT variant below has plain 3³ conv-norm-ReLU stages, additive skips and
 dropout only on the bottleneck and the last decoder block (9.45 M parameters at the default width).
 """
 

@@ -13,8 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .planner import format_table, plan_dataset
-from .rules import MAX_PATCH_VOXELS, PAPER_ITERATIONS
+from .planner import format_table, parse_duration, plan_dataset
+from .rules import CONFIGURATIONS, MAX_PATCH_VOXELS, PAPER_ITERATIONS
+from .checks import check_output_file
 from .survey import PlanError
 
 __all__ = ["main"]
@@ -31,7 +32,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="the override file to write, e.g. plan.json")
     parser.add_argument("--datalist_file", default="dataset.json", help="the data set json inside dataset_dir")
     parser.add_argument("--num_labelled", type=int, default=None, help="labelled cases (default: all with labels)")
-    parser.add_argument("--iterations", type=int, default=PAPER_ITERATIONS, help="training budget in iterations")
+    parser.add_argument("--iterations", type=int, default=None, help=f"training budget in iterations ({PAPER_ITERATIONS:,})")
+    parser.add_argument(
+        "--time", default=None, help="training budget as time, e.g. 45m, 1h30m, 2h: probes the run on this machine"
+    )
+    parser.add_argument("--configuration", choices=CONFIGURATIONS, default=None, help="force 2-D or 3-D")
+    parser.add_argument(
+        "--train_config",
+        default=os.path.join("bundles", "custom", "configs", "train.json"),
+        help="the bundle's train.json the --time probe builds the run from",
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda", help="what the run will train on")
     parser.add_argument("--memory_gib", type=float, default=None, help="memory the patch and batch must fit")
     parser.add_argument("--max_patch_voxels", type=int, default=MAX_PATCH_VOXELS, help="largest patch per sample")
@@ -41,19 +51,27 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.time is not None and args.iterations is not None:
+        parser.error("give the budget once: --time or --iterations")
     try:
+        check_output_file(args.output)  # before any work
+        time_budget = None if args.time is None else parse_duration(args.time)
         plan = plan_dataset(
             args.dataset_dir,
             datalist_file=args.datalist_file,
             num_labelled=args.num_labelled,
-            iterations=args.iterations,
+            iterations=args.iterations or PAPER_ITERATIONS,
             device=args.device,
             memory_gib=args.memory_gib,
             max_patch_voxels=args.max_patch_voxels,
             num_workers=args.num_workers,
+            time_budget=time_budget,
+            configuration=args.configuration,
+            train_config=args.train_config,
         )
-    except (PlanError, FileNotFoundError, ValueError) as e:
+    except (PlanError, OSError, ValueError) as e:  # one line, no traceback (an unreadable file is an OSError)
         print(f"crln-plan: {e}", file=sys.stderr)
         return 2
     print(format_table(plan))

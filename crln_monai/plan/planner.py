@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,9 @@ import numpy as np
 
 from crln_monai.data import semi_supervised_datalist
 
+from . import probe as probe_module
 from . import rules
+from .checks import check_plan, check_plan_inputs
 from .survey import (
     CaseHeader,
     LabelSummary,
@@ -30,7 +34,7 @@ from .survey import (
     read_label,
 )
 
-__all__ = ["Plan", "format_table", "plan_dataset"]
+__all__ = ["Plan", "format_table", "parse_duration", "plan_dataset"]
 
 DEVICES = ("cpu", "cuda")
 
@@ -44,12 +48,14 @@ class Plan:
         rows: ``(key, value shown, why)`` per choice, in print order.
         summary: lines describing the data set.
         warnings: plain-language warnings (budget, memory, absent classes).
+        expected_seconds: the training run's duration estimated from the probe (with a time budget), else ``None``.
     """
 
     overrides: dict[str, Any]
     rows: list[tuple[str, str, str]] = field(default_factory=list)
     summary: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    expected_seconds: float | None = None
 
     def choose(self, key: str, value: Any, why: str) -> None:
         self.overrides[key] = value
@@ -68,6 +74,27 @@ def _duration(seconds: float) -> str:
     if seconds < 2 * 86400:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "day": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``45m``, ``1h30m``, ``1.5h``, ``90s``, ``2 h`` or ``2700`` (plain seconds).
+
+    Raises:
+        ValueError: one line naming the text and the forms accepted.
+    """
+    cleaned = str(text).strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(\.\d+)?", cleaned):
+        return float(cleaned)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([a-z]+)", cleaned)
+    if not parts or "".join(n + u for n, u in parts) != cleaned or any(u not in _UNITS for _, u in parts):
+        raise ValueError(
+            f"cannot read the duration {text!r}: give a number with a unit, e.g. 45m, 1h30m, 1.5h, 90s (or plain "
+            "seconds)."
+        )
+    return sum(float(n) * _UNITS[u] for n, u in parts)
 
 
 def _datalist(root: Path, datalist_file: str, **kwargs: Any) -> dict[str, list[dict]]:
@@ -125,8 +152,16 @@ def plan_dataset(
     memory_gib: float | None = None,
     max_patch_voxels: int = rules.MAX_PATCH_VOXELS,
     num_workers: int | None = None,
+    time_budget: float | None = None,
+    configuration: str | None = None,
+    train_config: str | os.PathLike | None = None,
 ) -> Plan:
     """Plan a semi-supervised CRLN run on a data set folder (Decathlon or nnU-Net layout).
+
+    The plan chooses a 2-D (slice-wise) or 3-D configuration (:func:`~crln_monai.plan.rules.choose_configuration`),
+    its network input, and a schedule for the budget: ``iterations``, or ``time_budget`` seconds of training filled
+    from a probe of the real run on this machine (:mod:`crln_monai.plan.probe`; each candidate configuration is
+    probed and the table shows what each would get).
 
     Args:
         dataset_dir: the data set folder.
@@ -139,6 +174,10 @@ def plan_dataset(
             the RAM for ``"cpu"``).
         max_patch_voxels: largest patch per sample.
         num_workers: data-loading workers (default: this machine's cores − 1, 1 to 8).
+        time_budget: seconds of training to fill (``crln-plan --time``); replaces ``iterations``. The probe runs on
+            this machine's ``device``: plan on the machine that will train.
+        configuration: ``"2d"`` or ``"3d"`` to force one; ``None`` lets the rules choose.
+        train_config: the bundle's ``train.json`` the probe builds the run from (needed with ``time_budget``).
 
     Returns:
         the :class:`Plan`.
@@ -152,6 +191,18 @@ def plan_dataset(
         raise PlanError(f"device must be one of {DEVICES}, got {device!r}.")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise PlanError(f"iterations must be a positive int, got {iterations!r}.")
+    if time_budget is not None and not (isinstance(time_budget, (int, float)) and 60 <= time_budget < 365 * 86400):
+        raise PlanError(f"the time budget must be between 1 minute and a year, got {time_budget!r} s.")
+    if configuration is not None and configuration not in rules.CONFIGURATIONS:
+        raise PlanError(f"configuration must be one of {list(rules.CONFIGURATIONS)}, got {configuration!r}.")
+    if device == "cuda" and time_budget is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PlanError(
+                "--time probes the run on this machine, which has no GPU: plan on the training machine, or use "
+                "--device cpu, or give --iterations."
+            )
     root = Path(os.path.abspath(dataset_dir))
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist.")
@@ -170,6 +221,7 @@ def plan_dataset(
                 f"{meta.raw.get('file_ending', '.nii.gz')} beside imagesTr/, or 'label' entries in {json_name})."
             ) from e
         raise PlanError(str(e)) from e
+    check_plan_inputs(full)  # every file as training checks it, NaN/Inf voxels of every case included
     train_items = full["labelled"] + full["unlabelled"]
     headers = {
         role: [read_case_header(item, role) for item in items]
@@ -228,12 +280,15 @@ def plan_dataset(
             "the network never learns it."
         )
 
-    # spacing and shapes
-    plan.choose("orientation", "RAS", "the same axis order in training, evaluation and inference; axes below are RAS")
+    # spacing, axis order and shapes (RAS from the headers, then the network's order: the coarsest axis last)
     spacings = np.array([h.spacing for h in development])
     spacing_choice = rules.target_spacing(spacings)
-    plan.choose("target_spacing", spacing_choice.value, spacing_choice.why)
-    shapes = np.array([rules.resampled_shape(h.shape, h.spacing, spacing_choice) for h in development])
+    order, orientation, orientation_why = rules.axis_order(spacing_choice.spacing)
+    plan.choose("orientation", orientation, orientation_why)
+    target = None if spacing_choice.value is None else [spacing_choice.value[a] for a in order]
+    plan.choose("target_spacing", target, spacing_choice.why)
+    spacing = [spacing_choice.spacing[a] for a in order]
+    shapes = np.array([_in_order(rules.resampled_shape(h.shape, h.spacing, spacing_choice), order) for h in development])
     median_shape = [int(round(v)) for v in np.median(shapes, axis=0)]
 
     # intensities
@@ -246,29 +301,22 @@ def plan_dataset(
     plan.choose("intensity_range", intensity_range, "foreground p0.5, p99.5" if intensity_range else "ct only")
     plan.choose("intensity_stats", intensity_stats, "foreground mean, std" if intensity_stats else "ct only")
 
-    # network input: patch, strides, batch
+    # configuration: 2-D or 3-D, then its network input (patch, strides, batch)
+    configuration, configuration_why = rules.choose_configuration(spacing, median_shape, configuration)
     budget, budget_why = _memory_budget(device, memory_gib)
-    labelled_batch = min(2, len(split["labelled"]))
-    unlabelled_batch = min(2, len(split["unlabelled"]))
-    batch = labelled_batch + unlabelled_batch
-    patch, strides, _, fits, patch_why = rules.choose_patch(
-        median_shape, spacing_choice.spacing, budget, batch, max_patch_voxels
-    )
-    if not fits:
-        plan.warnings.append(f"the smallest patch {patch} does not fit {budget:g} GiB ({budget_why}) in fp32.")
-    isotropic = all(level == [2, 2, 2] for level in strides)
-    plan.choose(
-        "strides",
-        None if isotropic else strides,
-        "2 on every axis at all 4 levels (today's networks)"
-        if isotropic
-        else "per level [sx,sy,sz], finest first: an axis is pooled while its feature map keeps ≥ 4 voxels and its "
-        "spacing is < 2× the finest (nnU-Net's rule)",
-    )
-    plan.choose("patch_size", patch, patch_why + f"; memory: {budget_why}")
-    plan.choose("labelled_batch_size", labelled_batch, "the paper's 2 + 2; spare memory goes to the patch")
-    plan.choose("unlabelled_batch_size", unlabelled_batch, "the paper's 2 + 2")
-    plan.choose("sw_stride", rules.sliding_window_stride(patch), "half the patch per axis (MONAI's overlap 0.5)")
+    candidates = {
+        name: _network_input(name, median_shape, spacing, budget, budget_why, max_patch_voxels, split, plan)
+        for name in rules.CONFIGURATIONS
+    }
+    chosen = candidates[configuration]
+    if configuration == "3d" and not chosen.fits:
+        raise PlanError(
+            f"the smallest 3-D patch {chosen.values['patch_size']} does not fit {budget:g} GiB ({budget_why}) in "
+            "fp32; give more memory (--memory_gib), use bf16 (amp_dtype), or --configuration 2d."
+        )
+    plan.choose("backbone", chosen.values["backbone"], f"{configuration}: {configuration_why}")
+    for key, (value, why) in chosen.rows.items():
+        plan.choose(key, value, why)
 
     # sampling
     hits, fractions = [], []
@@ -276,52 +324,172 @@ def plan_dataset(
         summary = summaries[header.case]
         fractions.append(summary.foreground_fraction)
         if summary.box is not None:
-            shape = rules.resampled_shape(header.shape, header.spacing, spacing_choice)
-            box = _scaled_box(summary, header, spacing_choice)
-            hits.append(rules.crop_hit_probability([(int(a), int(math.ceil(b))) for a, b in box], shape, patch))
+            shape = _in_order(rules.resampled_shape(header.shape, header.spacing, spacing_choice), order)
+            box = _in_order(_scaled_box(summary, header, spacing_choice), order)
+            hits.append(rules.crop_hit_probability([(int(a), int(math.ceil(b))) for a, b in box], shape, chosen.values["patch_size"]))
     share, share_why = rules.foreground_share(hits)
     plan.choose(
         "foreground_share", share, share_why + f"; foreground = {np.median(fractions):.1%} of the volume (median)"
     )
-
-    # schedule
-    epochs, length, used, schedule_why = rules.schedule(iterations)
-    plan.choose("max_epochs", epochs, schedule_why)
-    plan.choose("epoch_length", length, schedule_why)
-    interval = max(1, epochs // 40)
-    plan.choose(
-        "val_interval",
-        interval,
-        f"every {interval} epoch(s): at most 40 validations per run (LA bundle: every 5 of 200 epochs)"
-        if num_validation or split["validation"]
-        else "no validation cases: unused",
-    )
-    rectify = round(rules.RECTIFY_FRACTION * used)
-    plan.choose("rectify_start", rectify, f"2 % of the run (the paper's 800 of {rules.PAPER_ITERATIONS:,})")
-    plan.choose("lr", rules.PAPER_LR, "the paper's SGD lr, poly (power 0.9) per epoch over max_epochs, as today")
     workers, workers_why = (num_workers, "--num_workers") if num_workers is not None else rules.default_num_workers(
         os.cpu_count()
     )
     plan.choose("num_workers", workers, workers_why)
 
+    check_plan(plan, labelled, summaries, budget)  # what training would refuse, before any probe
+
+    # budget: iterations given, or filled from a probe of the real run on this machine
+    num_train = len(split["labelled"]) + len(split["unlabelled"])
+    num_validation_cases = len(split["validation"])
+    probe = None
+    if time_budget is not None:
+        probes = {}
+        for name, candidate in candidates.items():
+            if name != configuration and not candidate.fits:
+                continue
+            probes[name] = _probe(train_config, plan.overrides | candidate.values, split, device)
+            found, _ = probe_module.iterations_for(time_budget, probes[name], num_train, num_validation_cases)
+            plan.summary.append(
+                f"probe ({name}, this machine, {device}): {probes[name].seconds_per_iteration:.3g} s/iteration, "
+                f"{probes[name].seconds_per_validation_case:.3g} s per validation case, "
+                f"{probes[name].seconds_per_case:.3g} s per case to cache: {found:,} iterations in "
+                f"{_duration(time_budget)}" + (" (chosen)" if name == configuration else "")
+            )
+        probe = probes[configuration]
+        iterations, validations = probe_module.iterations_for(time_budget, probe, num_train, num_validation_cases)
+        budget_source = f"--time {_duration(time_budget)} over the probe's {probe.seconds_per_iteration:.3g} s/iteration"
+    else:
+        validations = min(probe_module.MAX_VALIDATIONS, 40)
+        budget_source = "--iterations"
+
+    # schedule and the optimisation rules of the budget
+    epochs, length, used, schedule_why = rules.schedule(iterations)
+    plan.choose("max_epochs", epochs, f"{schedule_why}; {budget_source}")
+    plan.choose("epoch_length", length, schedule_why)
+    interval = max(1, math.ceil(epochs / max(1, validations)))
+    plan.choose(
+        "val_interval",
+        interval,
+        f"every {interval} epoch(s): {math.ceil(epochs / interval)} validations"
+        + (f" (≤ {probe_module.VALIDATION_SHARE:.0%} of the budget)" if probe is not None else "")
+        if num_validation or split["validation"]
+        else "no validation cases: unused",
+    )
+    for key, (value, why) in rules.optimisation(used, configuration).items():
+        plan.choose(key, value, why)
+
     labelled_voxels = float(
         sum(math.prod(rules.resampled_shape(h.shape, h.spacing, spacing_choice)) for h in labelled)
     )
-    need, need_why = rules.budget_need(labelled_voxels, patch, labelled_batch)
-    seconds = rules.iteration_seconds(patch, strides, batch, device)
-    where = "an H200 (fp32)" if device == "cuda" else "the 2-core development CPU (fp32)"
-    plan.summary.append(
-        f"budget: {used:,} iterations ≈ {seconds:.2g} s each on {where} ≈ {_duration(used * seconds)}; "
-        f"this data set needs ≈ {need:,} ({need_why})"
-    )
+    need, need_why = rules.budget_need(labelled_voxels, chosen.values["patch_size"], chosen.values["labelled_batch_size"])
+    if probe is not None:
+        seconds = probe_module.estimate_seconds(
+            probe, used, epochs, num_train, num_validation_cases, math.ceil(epochs / interval) if num_validation_cases else 0
+        )
+        plan.expected_seconds = seconds
+        finish = datetime.datetime.now() + datetime.timedelta(seconds=seconds)
+        plan.summary.append(
+            f"budget: {used:,} iterations ≈ {_duration(seconds)} of training on this machine (measured by the probe): "
+            f"ends about {finish:%H:%M} if started now"
+        )
+    else:
+        per_iteration = rules.iteration_seconds(chosen.values["patch_size"], chosen.strides, chosen.batch, device, configuration)
+        where = "an H200 (fp32)" if device == "cuda" else "the 2-core development CPU (fp32)"
+        plan.summary.append(
+            f"budget: {used:,} iterations ≈ {per_iteration:.2g} s each on {where} ≈ {_duration(used * per_iteration)} "
+            "(a model of the reference machines; --time measures this one)"
+        )
+    plan.summary.append(f"this data set needs ≈ {need:,} iterations for the paper's passes ({need_why})")
     if used * 4 <= need:
         plan.warnings.append(
-            f"the budget of {used:,} iterations is far below the ≈ {need:,} this data set needs ({need_why}); "
-            f"expect empty or noisy predictions, raise --iterations."
+            f"the budget of {used:,} iterations is far below the ≈ {need:,} this data set needs for the paper's "
+            f"passes; the short-budget rules above apply; more time gives better models."
         )
     elif used < need:
         plan.warnings.append(f"the budget of {used:,} iterations is below the ≈ {need:,} this data set needs.")
     return plan
+
+
+@dataclass
+class _Candidate:
+    """One configuration's network input: bundle values, the rows to print, strides, batch and whether it fits."""
+
+    values: dict[str, Any]
+    rows: dict[str, tuple[Any, str]]
+    strides: list[list[int]]
+    batch: int
+    fits: bool
+
+
+def _network_input(
+    configuration: str,
+    median_shape: Sequence[int],
+    spacing: Sequence[float],
+    budget: float,
+    budget_why: str,
+    max_patch_voxels: int,
+    split: dict[str, list[dict]],
+    plan: Plan,
+) -> _Candidate:
+    """Backbone, patch, strides, batch and sliding window of one configuration (in the network's axis order)."""
+    rows: dict[str, tuple[Any, str]] = {}
+    if configuration == "2d":
+        patch, patch_why = rules.planar_patch(median_shape)
+        strides: list[list[int]] = [[2, 2, 1]] * rules.LEVELS
+        labelled_batch, unlabelled_batch = rules.SLICE_BATCH
+        if not split["unlabelled"]:
+            unlabelled_batch = 0
+        rows["strides"] = (None, "2 in-plane at all 4 levels of the 2-D U-Net; slices are not pooled")
+        rows["patch_size"] = (patch, patch_why)
+        batch_why = "slices: a 2-D step is cheap, so more of them per step (SSL4MIS-style 2-D studies)"
+        stride = [max(1, patch[0] // 2), max(1, patch[1] // 2), 1]
+        sw_batch = rules.SLICE_WINDOWS
+        fits = True
+        backbone = "unet2d"
+    else:
+        labelled_batch = min(2, len(split["labelled"]))
+        unlabelled_batch = min(2, len(split["unlabelled"]))
+        patch, strides, _, fits, patch_why = rules.choose_patch(
+            median_shape, spacing, budget, labelled_batch + unlabelled_batch, max_patch_voxels
+        )
+        isotropic = all(level == [2, 2, 2] for level in strides)
+        rows["strides"] = (
+            None if isotropic else strides,
+            "2 on every axis at all 4 levels (today's networks)"
+            if isotropic
+            else "per level [s0,s1,s2], finest first: an axis is pooled while its feature map keeps ≥ 4 voxels and "
+            "its spacing is < 2× the finest (nnU-Net's rule)",
+        )
+        rows["patch_size"] = (patch, patch_why + f"; memory: {budget_why}")
+        batch_why = "the paper's 2 + 2; spare memory goes to the patch"
+        stride = rules.sliding_window_stride(patch)
+        sw_batch = 4
+        backbone = "vnet"
+    rows["labelled_batch_size"] = (labelled_batch, batch_why)
+    rows["unlabelled_batch_size"] = (unlabelled_batch, batch_why)
+    rows["sw_stride"] = (stride, "half the patch per axis (MONAI's overlap 0.5)")
+    rows["sw_batch_size"] = (sw_batch, "windows per network call in validation and inference")
+    values = {key: value for key, (value, _) in rows.items()} | {"backbone": backbone}
+    return _Candidate(values, rows, strides, labelled_batch + unlabelled_batch, fits)
+
+
+def _probe(train_config: Path | None, overrides: dict[str, Any], split: dict[str, list[dict]], device: str) -> Any:
+    """The probe of one candidate on a few of the data set's cases (see :mod:`crln_monai.plan.probe`)."""
+    if train_config is None or not Path(train_config).is_file():
+        raise PlanError(
+            f"--time needs the bundle's training config to probe the run, and {train_config} is not a file: run "
+            "from the repository root (bundles/custom/configs/train.json) or pass --train_config."
+        )
+    labelled = split["labelled"][: probe_module.PROBE_CASES]
+    unlabelled = split["unlabelled"][: probe_module.PROBE_CASES]
+    validation = sorted(split["validation"], key=lambda item: str(item["case"]))[:1]
+    datalist = {"labelled": labelled, "unlabelled": unlabelled, "validation": validation}
+    return probe_module.probe_run(train_config, overrides, datalist, device)
+
+
+def _in_order(values: Sequence[Any], order: Sequence[int]) -> list[Any]:
+    """Per-axis values (RAS order) in the network's axis order."""
+    return [values[a] for a in order]
 
 
 def format_table(plan: Plan) -> str:

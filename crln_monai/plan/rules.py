@@ -1,4 +1,4 @@
-"""The plan's rules, one choice each, as pure functions of the survey (PLANNING.md has nnU-Net's and MONAI's).
+"""The plan's rules, one choice each, as pure functions of the survey (nnU-Net's and MONAI's: docs/planning.md).
 
 All shapes and spacings are per axis in RAS order ``(x, y, z)``. Each function returns its value and a short
 reason that the plan prints. The constants below are the calibration the rules rest on.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +22,11 @@ __all__ = [
     "PAPER_ITERATIONS",
     "PAPER_LR",
     "SpacingChoice",
+    "CONFIGURATIONS",
     "activation_load",
+    "axis_order",
     "budget_need",
+    "choose_configuration",
     "choose_patch",
     "choose_split",
     "crop_hit_probability",
@@ -32,6 +36,8 @@ __all__ = [
     "iteration_seconds",
     "memory_gib",
     "normalisation",
+    "optimisation",
+    "planar_patch",
     "resampled_shape",
     "schedule",
     "sliding_window_stride",
@@ -65,7 +71,8 @@ MEMORY_HEADROOM = 0.8
 #: Largest patch per sample (128³, about what nnU-Net's default plans reach): a larger patch makes every iteration
 #: slower in proportion, and neither the paper nor nnU-Net shows that it pays at a fixed iteration budget.
 MAX_PATCH_VOXELS = 128**3
-#: The paper's run (METHOD.md §4): 40 000 iterations, SGD lr 2.5e-3, poly per epoch; nnU-Net trains 250 000.
+#: The paper's run (docs/method.md#hyper-parameters): 40 000 iterations, SGD lr 2.5e-3, poly per epoch; nnU-Net
+#: trains 250 000.
 PAPER_ITERATIONS = 40_000
 NNUNET_ITERATIONS = 250_000
 PAPER_LR = 2.5e-3
@@ -76,6 +83,27 @@ PAPER_PASSES = PAPER_ITERATIONS * 2 * math.prod(REFERENCE_PATCH) / 18_941_648
 #: Labelled crops centred on foreground: nnU-Net's floor, and the share of labelled crops that should touch it.
 FOREGROUND_FLOOR = 1 / 3
 FOREGROUND_TARGET = 2 / 3
+#: The configurations the plan chooses between: slice-wise (``unet2d`` on one-slice patches) and volumetric.
+CONFIGURATIONS = ("2d", "3d")
+#: Largest slice patch of the 2-D configuration, in pixels (nnU-Net's 2d patch is the in-plane median shape; on a
+#: time budget a smaller slice buys more steps).
+MAX_SLICE_PIXELS = 192 * 192
+#: The 2-D backbone's size divisor per in-plane axis (four 2× poolings).
+SLICE_DIVISOR = 16
+#: World axis letters of the RAS order, for the orientation codes that put the coarsest axis last.
+RAS = "RAS"
+#: Labelled + unlabelled slices per step of the 2-D configuration, and slices per sliding-window call.
+SLICE_BATCH: tuple[int, int] = (8, 8)
+SLICE_WINDOWS = 16
+#: 2-D reference: CRLN on the 2-D U-Net, 8 + 8 slices of 128², fp32 (s per iteration) on the 2-core CPU and the H200.
+REFERENCE_SLICE_PATCH: tuple[int, int] = (128, 128)
+REFERENCE_SLICE_BATCH = 16
+REFERENCE_SLICE_CPU_SECONDS = 1.0
+REFERENCE_SLICE_GPU_SECONDS = 0.05
+#: Budgets below this many iterations get the short-budget rules (docs/results.md); the paper's run is 40 000.
+SHORT_BUDGET = 20_000
+SHORT_BUDGET_LR = 0.01
+SHORT_BUDGET_RECTIFY_FRACTION = 0.2
 
 
 def _fmt(values: Sequence[float]) -> str:
@@ -111,7 +139,7 @@ def target_spacing(spacings: np.ndarray) -> SpacingChoice:
     (``None``), and an anisotropic through-plane axis keeps each case's own slices whatever their thickness. When
     resampling is needed and the thick axis varies between cases, ``target_spacing`` (one value per axis) must name
     one: its 10th percentile, never finer than in-plane, as nnU-Net does, so that thin-slice cases are not merged
-    into a coarser median (PLANNING.md §1 and §3.1); the others keep their slices.
+    into a coarser median (docs/planning.md#target-spacing); the others keep their slices.
 
     Args:
         spacings: ``(cases, 3)`` voxel sizes in mm.
@@ -162,6 +190,83 @@ def resampled_shape(shape: Sequence[int], spacing: Sequence[float], choice: Spac
     )
 
 
+def axis_order(spacing: Sequence[float]) -> tuple[list[int], str, str]:
+    """The network's axis order: the coarsest axis last, so that axes 0 and 1 are in-plane for every transform.
+
+    The weak rot90/flip, the strong view's in-plane rescale, rotation and full-depth CutMix box, and the slices of
+    the 2-D configuration all take axes 0 and 1 as the acquisition plane. The plan reorients each case with
+    ``Orientationd`` codes that put the coarsest RAS axis last (``"ASR"`` for thick sagittal slices, ``"RSA"`` for
+    thick coronal ones), an affine-aware and invertible reordering; near-isotropic data keep ``"RAS"``.
+
+    Args:
+        spacing: median spacing per RAS axis, mm.
+
+    Returns:
+        ``(order, codes, why)``: the RAS axis of each network axis, the ``orientation`` codes and the reason.
+    """
+    coarse = int(np.argmax(spacing))
+    finest = min(spacing)
+    if coarse == 2 or spacing[coarse] <= (1 + SPACING_TOLERANCE) * max(s for a, s in enumerate(spacing) if a != coarse):
+        return [0, 1, 2], RAS, "RAS: axes 0 and 1 are the acquisition plane (the coarsest axis, if any, is S, last)"
+    order = [a for a in range(3) if a != coarse] + [coarse]
+    codes = "".join(RAS[a] for a in order)
+    why = (
+        f"{codes}: the coarsest axis {RAS[coarse]} ({spacing[coarse]:g} mm against {finest:g}) goes last, so that "
+        "in-plane augmentation, slices and pooling act in the acquisition plane; axes below are in this order"
+    )
+    return order, codes, why
+
+
+def choose_configuration(spacing: Sequence[float], median_shape: Sequence[int], forced: str | None) -> tuple[str, str]:
+    """2-D (slice-wise) or 3-D, from the spacing of the network's axes (coarsest last) and the median shape.
+
+    Thick slices (the last axis ≥ :data:`ANISOTROPY` × the in-plane spacing) or very few of them (fewer than 16,
+    too few to pool through-plane more than once) train slice-wise: a 3-D network cannot pool the thick axis until
+    the in-plane axes have caught up, so each step costs a near-whole-volume patch for little through-plane context,
+    while a 2-D step is many times cheaper and a short budget is won by the number of steps (docs/results.md,
+    "Own data on a budget"). nnU-Net plans both and keeps the better by cross-validation; on thick-slice cardiac
+    MRI the two are close. Everything else trains in 3-D.
+
+    Returns:
+        ``(configuration, why)``, configuration in :data:`CONFIGURATIONS`.
+    """
+    if forced is not None:
+        if forced not in CONFIGURATIONS:
+            raise ValueError(f"configuration must be one of {CONFIGURATIONS}, got {forced!r}.")
+        return forced, f"--configuration {forced}"
+    in_plane = max(spacing[0], spacing[1])
+    ratio = spacing[2] / in_plane
+    if ratio >= ANISOTROPY:
+        return "2d", (
+            f"slices {ratio:.1f}× thicker than in-plane (≥ {ANISOTROPY:g}×): slice-wise steps are many times cheaper "
+            "and a 3-D network cannot pool through-plane early"
+        )
+    if median_shape[2] < 16:
+        return "2d", f"{median_shape[2]} slices (< 16): too few to pool through-plane; slice-wise steps"
+    return "3d", f"near-isotropic ({ratio:.1f}× in-plane) with {median_shape[2]} slices: volumetric context"
+
+
+def planar_patch(median_shape: Sequence[int], max_pixels: int = MAX_SLICE_PIXELS) -> tuple[list[int], str]:
+    """The 2-D configuration's patch ``[h, w, 1]``: the in-plane median shape in multiples of 16, within a pixel cap.
+
+    Each side is the median rounded down to a multiple of :data:`SLICE_DIVISOR` (at least one multiple); while the
+    slice exceeds ``max_pixels``, the longer side loses one multiple.
+    """
+    sides = [max(SLICE_DIVISOR, int(m) // SLICE_DIVISOR * SLICE_DIVISOR) for m in median_shape[:2]]
+    capped = False
+    while sides[0] * sides[1] > max_pixels and max(sides) > SLICE_DIVISOR:
+        longer = 0 if sides[0] >= sides[1] else 1
+        sides[longer] -= SLICE_DIVISOR
+        capped = True
+    cover = [min(s / m, 1.0) for s, m in zip(sides, median_shape[:2])]
+    why = (
+        f"one slice; covers {_fmt([round(c * 100) for c in cover])} % of the in-plane median shape "
+        f"{list(median_shape[:2])}, sides multiples of {SLICE_DIVISOR}"
+        + (f", capped at {max_pixels:,} pixels (steps over context on a budget)" if capped else "")
+    )
+    return [sides[0], sides[1], 1], why
+
+
 # ------------------------------------------------------------------------------------- topology, memory
 
 
@@ -191,7 +296,8 @@ def topology(patch: Sequence[int], spacing: Sequence[float]) -> list[list[int]]:
 
 
 def activation_load(patch: Sequence[int], strides: Sequence[Sequence[int]]) -> float:
-    """Σ over the five resolution levels of VNet width × feature-map voxels (nnU-Net's VRAM proxy, PLANNING §1)."""
+    """Σ over the five resolution levels of VNet width × feature-map voxels (nnU-Net's VRAM proxy,
+    docs/planning.md#patch)."""
     voxels = float(math.prod(patch))
     load = VNET_WIDTHS[0] * voxels
     for width, level in zip(VNET_WIDTHS[1:], strides):
@@ -210,8 +316,14 @@ def memory_gib(patch: Sequence[int], strides: Sequence[Sequence[int]], batch: in
     return REFERENCE_PEAK_GIB * _scale(patch, strides, batch, REFERENCE_PATCH)
 
 
-def iteration_seconds(patch: Sequence[int], strides: Sequence[Sequence[int]], batch: int, device: str) -> float:
-    """Seconds per iteration (fp32), scaled the same way from the H200 (``cuda``) or the 2-core CPU measurement."""
+def iteration_seconds(
+    patch: Sequence[int], strides: Sequence[Sequence[int]], batch: int, device: str, configuration: str = "3d"
+) -> float:
+    """Seconds per iteration (fp32), scaled the same way from the H200 (``cuda``) or the 2-core CPU measurement; the
+    2-D configuration scales its own reference by pixels × slices. A model only: ``--time`` measures instead."""
+    if configuration == "2d":
+        scale = patch[0] * patch[1] * batch / (math.prod(REFERENCE_SLICE_PATCH) * REFERENCE_SLICE_BATCH)
+        return scale * (REFERENCE_SLICE_GPU_SECONDS if device == "cuda" else REFERENCE_SLICE_CPU_SECONDS)
     if device == "cuda":
         return REFERENCE_GPU_SECONDS * _scale(patch, strides, batch, REFERENCE_PATCH)
     return REFERENCE_CPU_SECONDS * _scale(patch, strides, batch, REFERENCE_CPU_PATCH)
@@ -293,8 +405,8 @@ def sliding_window_stride(patch: Sequence[int]) -> list[int]:
 def schedule(iterations: int) -> tuple[int, int, int, str]:
     """``max_epochs × epoch_length = iterations`` with the epoch length the largest divisor ≤ √iterations.
 
-    The poly learning rate and the rectification counter step per epoch (METHOD A17), so at least as many epochs
-    as iterations per epoch (40 000 → 200 × 200, the paper's). Where the only such divisors are tiny (a prime
+    The poly learning rate and the rectification counter step per epoch (docs/method.md, A17), so at least as many
+    epochs as iterations per epoch (40 000 → 200 × 200, the paper's). Where the only such divisors are tiny (a prime
     budget), the budget is rounded to the nearest multiple of ⌊√iterations⌋.
 
     Returns:
@@ -313,6 +425,34 @@ def schedule(iterations: int) -> tuple[int, int, int, str]:
     if used != iterations:
         why += f" (the budget {iterations} rounded to a multiple of {length})"
     return epochs, length, used, why
+
+
+def optimisation(iterations: int, configuration: str) -> dict[str, tuple[Any, str]]:
+    """Learning rate and rectification start for the budget: the paper's values for the paper's budget, the
+    short-budget rule below :data:`SHORT_BUDGET` iterations (chosen on validation cases, docs/results.md).
+
+    Returns:
+        ``{key: (value, why)}`` for ``lr`` and ``rectify_start``.
+    """
+    if iterations >= SHORT_BUDGET:
+        return {
+            "lr": (PAPER_LR, "the paper's SGD lr, poly (power 0.9) per epoch over max_epochs"),
+            "rectify_start": (
+                round(RECTIFY_FRACTION * iterations),
+                f"{RECTIFY_FRACTION:.0%} of the run (the paper's 800 of {PAPER_ITERATIONS:,})",
+            ),
+        }
+    return {
+        "lr": (
+            SHORT_BUDGET_LR,
+            f"short budget (< {SHORT_BUDGET:,} iterations): the paper's {PAPER_LR:g} is tuned for {PAPER_ITERATIONS:,}; "
+            f"SGD {SHORT_BUDGET_LR:g}, poly per epoch (docs/results.md, short-budget rules)",
+        ),
+        "rectify_start": (
+            round(SHORT_BUDGET_RECTIFY_FRACTION * iterations),
+            f"short budget: {SHORT_BUDGET_RECTIFY_FRACTION:.0%} of the run, so the DIM learns before it rectifies",
+        ),
+    }
 
 
 def budget_need(labelled_voxels: float, patch: Sequence[int], labelled_batch: int) -> tuple[int, str]:

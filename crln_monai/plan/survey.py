@@ -1,7 +1,7 @@
 """What a data set holds: its json, every case's header, the labelled cases' label values and foreground.
 
-Our own statistics rather than MONAI's ``monai.apps.auto3dseg.DataAnalyzer`` (PLANNING.md §2), because of what
-the plan needs and what DataAnalyzer does with it:
+Our own statistics rather than MONAI's ``monai.apps.auto3dseg.DataAnalyzer`` (docs/planning.md#what-the-plan-reads),
+because of what the plan needs and what DataAnalyzer does with it:
 
 - a plan needs the header (shape, spacing, channels) of *every* case, the image-only ones included; those are read
   from the NIfTI header alone (nibabel, no voxel data), while DataAnalyzer loads every voxel of every image;

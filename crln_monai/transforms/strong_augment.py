@@ -1,4 +1,4 @@
-"""CRLN's strong view, built on the device from a weak unlabelled batch (METHOD §1.6, A10).
+"""CRLN's strong view, built on the device from a weak unlabelled batch (docs/method.md#strong-view, A10).
 
 The teacher's pseudo-label and confidence maps go through the same geometric operations as the
 image, so the student is supervised voxel-for-voxel on the strong view. Every step works on the
@@ -151,7 +151,7 @@ def _cutmix_box_mask(
     device: torch.device,
     lambda_mode: str = "batch",
 ) -> torch.Tensor:
-    """``(B, H, W)`` bool in-plane boxes, one per sample (METHOD §1.6 step 2).
+    """``(B, H, W)`` bool in-plane boxes, one per sample (docs/method.md#strong-view, step 2).
 
     λ ~ Beta(β, β), drawn once for the batch (``lambda_mode="batch"``, authors' code) or once per sample
     (``"sample"``); the box side on each in-plane axis of size N is ``floor(N·sqrt(1 − λ))``; its centre is an
@@ -191,7 +191,7 @@ def _reflection_index_maps(height: int, width: int, device: torch.device) -> tor
 class StrongAugment:
     """Strong augmentation of an unlabelled device batch, jointly on image, pseudo-label, confidence.
 
-    Steps, in METHOD §1.6 order, each switchable:
+    Steps, in the order of docs/method.md#strong-view, each switchable:
 
     1. **In-plane rescale**: ``s ~ U(scale_range)`` per sample on (H, W) only, kept at (H, W) around
        the centre; image bicubic (reflect padding), label/confidence nearest, padding label
@@ -202,7 +202,7 @@ class StrongAugment:
        full depth; image, label and confidence take the same box. MONAI's
        ``monai.transforms.CutMix`` does not fit: it shares one box corner across the batch, its box
        covers every spatial axis (no full-depth box), it draws its centre over the whole axis, and it
-       cannot return its mask (MONAI.md §10.1). Ours is a broadcast boolean mask.
+       cannot return its mask (MONAI 1.6.1). Ours is a broadcast boolean mask.
     3. **Photometric** (image only): with prob ``brightness_prob`` per sample multiply by
        ``U(brightness_range)`` and clip that sample to [0, 1] (``unit_range`` only); with prob ``noise_prob`` per sample
        add ``N(0, noise_std²)`` clipped to ``±noise_clip`` (the image itself is not clipped here).
@@ -213,7 +213,7 @@ class StrongAugment:
     5. **Renormalise**: per-sample, per-channel min–max of the image to [0, 1]; a constant volume
        becomes 0 (``unit_range`` only). This is the only renormalisation: the authors' code also min–max
        renormalises around the in-plane rescale of step 1, so values the bicubic rescale pushes outside
-       [0, 1] are carried here into steps 2–4 (docs/design.md, "strong-view renormalisation").
+       [0, 1] are carried here into steps 2–4 (docs/method.md#differences-from-the-paper-and-the-authors-code, D5).
 
     The clip and step 5 assume min–max normalised images in [0, 1] (the paper's pipelines). For z-scored or CT
     images (``normalise="zscore"``/``"ct"``) ``unit_range=False`` scales without clipping and skips step 5,
@@ -297,8 +297,10 @@ class StrongAugment:
         """Augment one batch.
 
         Args:
-            image: ``(B, Cin, H, W, D)`` float.
-            pseudo_label: ``(B, H, W, D)`` or ``(B, 1, H, W, D)`` integer (long) class indices.
+            image: ``(B, Cin, H, W, D)`` float; or a batch of slices ``(B, Cin, H, W)``, augmented as volumes of
+                depth 1 (the CutMix box covers the slice).
+            pseudo_label: ``(B, H, W, D)`` or ``(B, 1, H, W, D)`` integer (long) class indices (without ``D`` for
+                slices).
             confidence: same layout as ``pseudo_label``, float.
             generator: optional ``torch.Generator`` on the image's device type, used for every draw.
 
@@ -310,6 +312,9 @@ class StrongAugment:
                 confidence not floating point.
             ValueError: on mismatched shapes or devices, or a generator on another device type.
         """
+        if isinstance(image, torch.Tensor) and image.ndim == 4:  # slices: volumes of depth 1, squeezed back
+            outputs = self(image.unsqueeze(-1), pseudo_label.unsqueeze(-1), confidence.unsqueeze(-1), generator)
+            return tuple(t.squeeze(-1) for t in outputs)  # type: ignore[return-value]
         label, conf, had_channel = self._check_inputs(image, pseudo_label, confidence, generator)
         device = image.device
         batch, _, height, width, _ = image.shape

@@ -2,8 +2,9 @@
 
 Every converter writes ``imagesTr/<case>.nii.gz``, ``labelsTr/<case>.nii.gz`` (true spacing and affine) and a
 ``dataset.json`` with ``training``, ``train_ids``, ``test_ids`` (+ ``val_ids``), ``labels``, ``modality``,
-``numTraining`` and a ``protocol`` block, readable by :func:`crln_monai.data.semi_supervised_datalist`. Reruns skip
-complete cases and reproduce the same bytes. The h5/NRRD/DICOM readers are optional extras
+``numTraining`` and a ``protocol`` block, readable by :func:`crln_monai.data.semi_supervised_datalist`. All or nothing:
+a run that fails (a corrupt case, an interrupt) leaves the output folder as it was (:func:`.output.write_converted`).
+Reruns skip complete cases and reproduce the same bytes. The h5/NRRD/DICOM readers are optional extras
 (``pip install crln-monai[convert]``), imported only when used.
 """
 

@@ -25,7 +25,7 @@ import nibabel as nib
 import numpy as np
 
 from .nifti_io import image_nifti, label_nifti
-from .output import check_settings, convert_cases, dataset_json, normalise_num_labelled, write_dataset_json
+from .output import check_settings, dataset_json, normalise_num_labelled, write_converted
 from .splits import BRATS19_TEST, BRATS19_TRAIN, BRATS19_VAL, read_case_list
 
 __all__ = ["BRATS_MODALITIES", "BRATS_NESTED_LABELS", "prepare_brats19"]
@@ -144,7 +144,8 @@ def prepare_brats19(
     for case in ordered:
         for name in (*modalities, "seg"):
             _modality_file(folders[case], case, name)
-    check_settings(out_dir, "prepare_brats19", {"multimodal": bool(multimodal)}, overwrite)
+    settings = {"multimodal": bool(multimodal)}
+    check_settings(out_dir, "prepare_brats19", settings, overwrite)
 
     def convert_one(case: str) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
         folder = folders[case]
@@ -172,7 +173,6 @@ def prepare_brats19(
         affine[:3, 3] = affine[:3, :3] @ np.array([b.start for b in box], dtype=np.float64) + affine[:3, 3]
         return image_nifti(image, affine), label_nifti(label, affine)
 
-    convert_cases("prepare_brats19", ordered, convert_one, out_dir, overwrite, progress)
     if multimodal:
         modality = {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"}
         labels = {"0": "background", "1": "oedema (whole tumour only)", "2": "necrotic / non-enhancing tumour core",
@@ -200,5 +200,4 @@ def prepare_brats19(
         num_labelled=num_labelled,
         extra=extra,
     )
-    write_dataset_json(out_dir, meta)
-    return out_dir
+    return write_converted("prepare_brats19", out_dir, settings, ordered, convert_one, meta, overwrite, progress)

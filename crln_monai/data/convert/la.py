@@ -27,10 +27,9 @@ from .nifti_io import image_nifti, label_nifti
 from .output import (
     CONVERT_EXTRA_HINT,
     check_settings,
-    convert_cases,
     dataset_json,
     normalise_num_labelled,
-    write_dataset_json,
+    write_converted,
 )
 from .splits import LA_TEST, LA_TRAIN, read_case_list, resolve_case_list
 
@@ -185,13 +184,13 @@ def prepare_la_from_h5(
     num_labelled = normalise_num_labelled(num_labelled, len(train))
     spacing = _check_spacing(spacing) or _LA_SPACING
     affine = np.diag([*spacing, 1.0])
-    check_settings(out_dir, "prepare_la_from_h5", {"spacing": list(spacing)}, overwrite)
+    settings = {"spacing": list(spacing)}
+    check_settings(out_dir, "prepare_la_from_h5", settings, overwrite)
 
     def convert_one(case: str) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
         image, label = _read_h5_case(source_dir / case / _H5_NAME, case)
         return image_nifti(image, affine), label_nifti(label, affine)
 
-    convert_cases("prepare_la_from_h5", [*train, *test], convert_one, out_dir, overwrite, progress)
     meta = dataset_json(
         name="LA2018",
         description=(
@@ -206,8 +205,9 @@ def prepare_la_from_h5(
         num_labelled=num_labelled,
         extra={"spacing_mm": list(spacing)},
     )
-    write_dataset_json(out_dir, meta)
-    return out_dir
+    return write_converted(
+        "prepare_la_from_h5", out_dir, settings, [*train, *test], convert_one, meta, overwrite, progress
+    )
 
 
 def _nrrd_affine(header: dict, path: Path) -> np.ndarray:
@@ -347,7 +347,6 @@ def prepare_la_from_nrrd(
             affine[:3, 3] = affine[:3, :3] @ np.array([crop_x.start, crop_y.start, 0.0]) + affine[:3, 3]
         return image_nifti(image, affine), label_nifti(label, affine)
 
-    convert_cases("prepare_la_from_nrrd", [*train, *test], convert_one, out_dir, overwrite, progress)
     crop_text = (
         "UA-MT oracle crop: every volume cropped in-plane around its ground truth (random 10-19 voxel margins); "
         "not comparable to full-volume inference" if ua_mt_crop else "full volumes, no label-based cropping"
@@ -363,8 +362,9 @@ def prepare_la_from_nrrd(
         num_labelled=num_labelled,
         extra={"ua_mt_crop": bool(ua_mt_crop)},
     )
-    write_dataset_json(out_dir, meta)
-    return out_dir
+    return write_converted(
+        "prepare_la_from_nrrd", out_dir, settings, [*train, *test], convert_one, meta, overwrite, progress
+    )
 
 
 def prepare_la(

@@ -7,16 +7,27 @@ Output layout (Decathlon, read by :func:`crln_monai.data.semi_supervised_datalis
     out_dir/dataset.json          # training, train_ids, test_ids (+ val_ids), labels, modality, protocol, ...
     out_dir/.crln_prepare.json    # the converter and its settings (guards against mixing two settings)
 
-A case whose two files exist and are intact is skipped unless ``overwrite``; files are written atomically, so an
-interrupted run leaves no half file, and a rerun changes nothing (same bytes, same modification times).
+All or nothing (:func:`write_converted`, :func:`staged_output`): a converter writes into a temporary folder inside
+``out_dir`` (``.prepare-*.tmp``) that starts as hard links of the folder's earlier ``imagesTr``, ``labelsTr``,
+``dataset.json`` and settings record; only when every case and the ``dataset.json`` are written are these entries
+moved into place, one ``os.rename`` each, ``dataset.json`` last. A corrupt source case, a bad argument found late or
+an interrupt leaves ``out_dir`` as it was (a folder the run created is removed again); a temporary folder left by a
+killed run is removed by the next one. Anything else in ``out_dir`` is never touched.
+
+A case whose two files exist and are intact is skipped unless ``overwrite`` (its hard link is kept); files are
+written atomically, and a rerun changes nothing (same bytes, same modification times: the entries are not even
+swapped when they hold the same files).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +44,8 @@ __all__ = [
     "convert_cases",
     "dataset_json",
     "normalise_num_labelled",
+    "staged_output",
+    "write_converted",
     "write_dataset_json",
 ]
 
@@ -40,6 +53,9 @@ CONVERT_EXTRA_HINT = "pip install crln-monai[convert]"
 """What to install for the optional readers (h5py, pynrrd, pydicom)."""
 
 _SETTINGS_FILE = ".crln_prepare.json"
+OUTPUT_ENTRIES = ("imagesTr", "labelsTr", _SETTINGS_FILE, "dataset.json")
+"""The top-level entries of ``out_dir`` a converter writes (and replaces as a whole), ``dataset.json`` last."""
+_STAGE_PREFIX, _STAGE_SUFFIX = ".prepare-", ".tmp"
 
 
 def case_paths(out_dir: str | os.PathLike, case: str) -> tuple[Path, Path]:
@@ -52,25 +68,160 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2) + "\n"
 
 
+def _settings_record(converter: str, settings: Mapping[str, Any]) -> str:
+    return _dumps({"converter": converter, "settings": dict(settings)})
+
+
 def check_settings(out_dir: str | os.PathLike, converter: str, settings: Mapping[str, Any], overwrite: bool) -> None:
-    """Record the converter and its settings in ``out_dir``; refuse to mix them with an earlier run's.
+    """Refuse to mix the converter and its settings with an earlier run's in ``out_dir`` (before any work; the record
+    itself is written with the data set by :func:`write_converted`).
 
     Raises:
         ValueError: ``out_dir`` was prepared by another converter or with other settings and ``overwrite`` is False.
     """
     path = Path(out_dir) / _SETTINGS_FILE
-    record = {"converter": converter, "settings": dict(settings)}
+    record = json.loads(_settings_record(converter, settings))
     if path.is_file() and not overwrite:
         try:
             previous = json.loads(path.read_text())
         except json.JSONDecodeError:
             previous = None
-        if previous != json.loads(_dumps(record)):
+        if previous != record:
             raise ValueError(
                 f"{out_dir} was prepared with other settings ({path}: {previous}); now {record}. Skipping its "
                 "existing cases would mix the two: pass overwrite=True or choose another out_dir."
             )
-    write_text_if_changed(_dumps(record), path)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_symlink():
+        os.symlink(os.readlink(source), target)
+        return
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        shutil.copy2(source, target)
+
+
+def _mirror(source: Path, target: Path) -> None:
+    """``target`` as a tree of hard links to ``source``'s files (copies where links are not possible)."""
+    if source.is_file() or source.is_symlink():
+        _link_or_copy(source, target)
+        return
+    if not source.is_dir():
+        return
+    target.mkdir()
+    for folder, subfolders, files in os.walk(source):
+        relative = Path(folder).relative_to(source)
+        for name in subfolders:
+            (target / relative / name).mkdir(exist_ok=True)
+        for name in files:
+            _link_or_copy(Path(folder) / name, target / relative / name)
+
+
+def _tree(path: Path) -> dict[str, tuple[int, int]] | None:
+    """Relative path → (device, inode) of each file under ``path`` (``path`` itself if a file); None if absent."""
+    if path.is_file():
+        info = path.stat()
+        return {"": (info.st_dev, info.st_ino)}
+    if not path.is_dir():
+        return None
+    found = {}
+    for folder, subfolders, files in os.walk(path):
+        for name in subfolders + files:
+            item = Path(folder) / name
+            info = item.lstat()
+            found[str(item.relative_to(path))] = (info.st_dev, info.st_ino) if not item.is_dir() else (0, 0)
+    return found
+
+
+def _commit(stage: Path, target: Path) -> None:
+    """Move each staged entry into ``target`` with one rename (``dataset.json`` last); skip unchanged entries."""
+    entries = sorted(stage.iterdir(), key=lambda p: (p.name == "dataset.json", p.name))
+    replaced = stage / ".replaced"
+    for entry in entries:
+        final = target / entry.name
+        if _tree(entry) == _tree(final):
+            continue  # the same files (hard links): leave the entry, and its modification times, alone
+        if entry.is_dir() and final.exists():
+            replaced.mkdir(exist_ok=True)
+            os.rename(final, replaced / entry.name)
+            try:
+                os.rename(entry, final)
+            except OSError:
+                os.rename(replaced / entry.name, final)
+                raise
+        else:
+            os.replace(entry, final)
+
+
+@contextlib.contextmanager
+def staged_output(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder inside ``out_dir`` holding hard links of its converter entries (:data:`OUTPUT_ENTRIES`), to
+    write a data set into; its entries replace ``out_dir``'s when the block succeeds, else ``out_dir`` stays as it was
+    (see the module docstring).
+
+    Raises:
+        ValueError: ``out_dir`` is a file.
+    """
+    target = Path(out_dir)
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"out_dir {target} is a file; expected a folder (created when missing).")
+    created = []
+    folder = target
+    while not folder.exists() and folder != folder.parent:
+        created.append(folder)
+        folder = folder.parent
+    target.mkdir(parents=True, exist_ok=True)
+    for stale in target.glob(f"{_STAGE_PREFIX}*{_STAGE_SUFFIX}"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=_STAGE_PREFIX, suffix=_STAGE_SUFFIX, dir=target))
+    try:
+        for name in OUTPUT_ENTRIES:
+            _mirror(target / name, stage / name)
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in created:  # deepest first: the folders this run made, when they are empty again
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    _commit(stage, target)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def write_converted(
+    name: str,
+    out_dir: str | os.PathLike,
+    settings: Mapping[str, Any],
+    cases: Sequence[str],
+    convert_one: Callable[[str], tuple[nib.Nifti1Image, nib.Nifti1Image]],
+    meta: Mapping[str, Any],
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """A converter's whole output, all or nothing (:func:`staged_output`): the settings record, every case
+    (:func:`convert_cases`) and ``dataset.json``.
+
+    Args:
+        name: the converter (its settings record and messages).
+        out_dir: the data set folder.
+        settings: the converter's settings (checked first with :func:`check_settings`).
+        cases: case ids, in order.
+        convert_one: ``case -> (image NIfTI, label NIfTI)`` (see :func:`convert_cases`).
+        meta: the ``dataset.json`` content.
+        overwrite: rewrite complete cases too.
+        progress: show the progress bar.
+
+    Returns:
+        ``out_dir``.
+    """
+    with staged_output(out_dir) as stage:
+        write_text_if_changed(_settings_record(name, settings), stage / _SETTINGS_FILE)
+        convert_cases(name, cases, convert_one, stage, overwrite, progress, target=out_dir)
+        write_dataset_json(stage, meta)
+    return Path(out_dir)
 
 
 def _require_finite(name: str, case: str, image: nib.Nifti1Image) -> None:
@@ -101,11 +252,12 @@ def convert_cases(
     out_dir: str | os.PathLike,
     overwrite: bool = False,
     progress: bool = True,
+    target: str | os.PathLike | None = None,
 ) -> tuple[int, int]:
     """Convert the cases one by one with a progress bar; skip complete ones; print a summary line.
 
     Each case's image and label are both computed before either is written, so a case that fails leaves no file
-    of its own behind; the cases written before it stay as they are.
+    of its own behind (and :func:`write_converted` drops the cases before it: ``out_dir`` is then its staging folder).
 
     Args:
         name: converter name for the progress bar and the summary.
@@ -116,6 +268,7 @@ def convert_cases(
         out_dir: output folder.
         overwrite: rewrite complete cases too.
         progress: show the tqdm bar.
+        target: the folder named in the summary line (default ``out_dir``).
 
     Returns:
         ``(written, skipped)`` case counts.
@@ -142,7 +295,7 @@ def convert_cases(
     per_case = f", {seconds / written:.2f} s per written case" if written else ""
     print(
         f"{name}: {written} case(s) written, {skipped} skipped (already complete) in {seconds:.1f} s{per_case}"
-        f" -> {out_dir}"
+        f" -> {target if target is not None else out_dir}"
     )
     return written, skipped
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from .dicom import read_dicom_series
 from .nifti_io import image_nifti, label_nifti
-from .output import check_settings, convert_cases, dataset_json, normalise_num_labelled, write_dataset_json
+from .output import check_settings, dataset_json, normalise_num_labelled, write_converted
 from .resample import resample_to_spacing, voxel_spacing
 from .splits import PANCREAS_CT_TEST, resolve_case_list
 
@@ -166,7 +166,6 @@ def prepare_pancreas_ct(
         image = (image - image.mean()) / (std if std > 0 else 1.0)
         return image_nifti(image.astype(np.float32), out_affine), label_nifti(label_1mm[box], out_affine)
 
-    convert_cases("prepare_pancreas_ct", [*train, *test], convert_one, out_dir, overwrite, progress)
     meta = dataset_json(
         name="Pancreas-CT",
         description=(
@@ -185,5 +184,6 @@ def prepare_pancreas_ct(
         num_labelled=num_labelled,
         extra={"spacing_mm": list(target)},
     )
-    write_dataset_json(out_dir, meta)
-    return out_dir
+    return write_converted(
+        "prepare_pancreas_ct", out_dir, settings, [*train, *test], convert_one, meta, overwrite, progress
+    )

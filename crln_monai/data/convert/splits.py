@@ -5,7 +5,7 @@
   the 62 train cases are the remaining cases of the 82, in ascending order.
 * BraTS 2019: the SSL4MIS split (HiLab-git/SSL4MIS ``data/BraTS2019/`` @ a4dddaf), 250 / 25 / 60 ids.
 
-The labelled cases of a protocol are the first ``N`` ids of the train list (METHOD.md §4).
+The labelled cases of a protocol are the first ``N`` ids of the train list (docs/method.md#data-protocols).
 """
 
 from __future__ import annotations
