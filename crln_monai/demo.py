@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -40,20 +41,25 @@ DEMO: dict[str, Any] = {
         "with_unlabelled_labels": False,
     },  # fmt: skip
     "num_labelled": 2,
-    "iterations": 600,
+    "iterations": 300,
     "runs": {"crln": "crln_full", "supervised": "supervised"},
 }
 
 
+_ERROR = re.compile(r"^(?:\w+\.)*\w*(?:Error|Exception): (?!Failed to evaluate|applying transform)")
+
+
 def _run(command: list[str], log: Path, cwd: Path) -> float:
-    """Run ``command`` (a bundle run) logging to ``log``; the wall seconds, or SystemExit with the log's tail."""
+    """Run ``command`` (a bundle run) logging to ``log``; the wall seconds, or SystemExit with the run's own one-line
+    error (the first exception line of the log that is not MONAI's wrapper around it)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(log, "w") as stream:
         code = subprocess.call(command, cwd=cwd, stdout=stream, stderr=subprocess.STDOUT)
     if code != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
-        raise SystemExit(f"crln-demo: a bundle run failed (exit {code}); log {log}:\n{tail}")
+        lines = log.read_text().splitlines()
+        reason = next((line for line in lines if _ERROR.match(line)), lines[-1] if lines else "no output")
+        raise SystemExit(f"crln-demo: a bundle run failed (exit {code}): {reason} (log {log})")
     return time.perf_counter() - start
 
 

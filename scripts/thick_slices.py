@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from crln_monai.io import staged_folder
 
 
 def reslice(array: np.ndarray, affine: np.ndarray, axis: int, step: int, start: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,9 +62,9 @@ def convert(
 ) -> Path:
     """Write the thick-slice copy of ``source`` into ``target`` (created through a temporary folder)."""
     meta = json.loads((source / datalist_file).read_text())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_folder(target.parent, target.name) as stage:  # the folder replaced whole, or left as it was
+        work = stage / target.name
+        work.mkdir()
         for entry in meta["training"]:
             for key in ("image", "label"):
                 if key not in entry:
@@ -82,12 +81,6 @@ def convert(
             f"{start}{', that axis moved first' if transpose_first else ''} (scripts/thick_slices.py)."
         ).strip()
         (work / datalist_file).write_text(json.dumps(meta, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(work, target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return target
 
 

@@ -1041,6 +1041,18 @@ def _plan_args(*extra: str, replace: dict[str, str] | None = None) -> Callable[[
     return setup
 
 
+def _time_budget(duration: str, *extra: str) -> Callable[[Sandbox], None]:
+    """``crln-plan --time duration`` instead of ``--iterations``, then ``extra`` arguments (later ones win)."""
+
+    def setup(sb: Sandbox) -> None:
+        index = sb.plan_argv.index("--iterations")
+        del sb.plan_argv[index : index + 2]
+        names = {k: str(v) for k, v in sb.tokens().items()}
+        sb.plan_argv += ["--time", duration, *(e.format(**names) for e in extra)]
+
+    return setup
+
+
 def _rewrite(path: Path, change: Callable[[np.ndarray], np.ndarray]) -> None:
     image = _load(path)
     _save(path, change(np.asarray(image.dataobj).copy()), image.affine)
@@ -1105,6 +1117,11 @@ _PLANNING = [
           r"than the 3\.2 GiB usable \(80 % of 4 GiB\); expected at most about \d+ classes", (4,)),
     _plan("plan-memory", "`--memory_gib 0.0001`: no patch fits", _plan_args(replace={"--memory_gib": "0.0001"}),
           r"does not fit 0\.0001 GiB \(--memory_gib\)", (4,)),
+    _plan("plan-time-unreadable", "`--time 45 minutes`", _time_budget("45 minutes"),
+          r"cannot read the duration '45 minutes': give a number with a unit, e\.g\. 45m, 1h30m", ()),
+    _plan("plan-time-without-config", "`--time 5m` where no bundle's train.json can be found (outside a clone)",
+          _time_budget("5m", "--train_config", "{root}/train.json"),
+          r"--time needs the bundle's training config to probe the run, and {root}/train\.json is not a file", ()),
 ]  # fmt: skip
 
 

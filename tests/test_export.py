@@ -101,7 +101,7 @@ def test_a_second_export_replaces_the_first_atomically(tmp_path):
     settings, teacher = _settings()
     first = export_bundle(tmp_path, "run", teacher.state_dict(), settings, INFERENCE, results={})
     (first / "stale.txt").write_text("from the first export")
-    (tmp_path / ".run.tmp-dead").mkdir()  # left by a killed export
+    (tmp_path / ".run-dead.tmp").mkdir()  # left by a killed export
     second = export_bundle(tmp_path, "run", teacher.state_dict(), settings, INFERENCE, results={"test": {"dice": 0.7}})
     assert second == first and not (second / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

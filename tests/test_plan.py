@@ -22,7 +22,7 @@ PLAN_KEYS = {
     "dataset_dir", "datalist_file", "num_labelled", "num_validation", "in_channels", "num_classes", "class_names",
     "orientation", "target_spacing", "normalise", "intensity_range", "intensity_stats", "strides", "patch_size",
     "labelled_batch_size", "unlabelled_batch_size", "sw_stride", "foreground_share", "max_epochs", "epoch_length",
-    "val_interval", "rectify_start", "lr", "num_workers", "backbone", "sw_batch_size",
+    "val_interval", "rectify_start", "lr", "num_workers", "backbone", "sw_batch_size", "optimizer_kind",
 }
 CARDIAC_LABELS = {"0": "background", "1": "RV", "2": "MYO", "3": "LV"}
 
@@ -254,6 +254,7 @@ def test_command_line_writes_the_override_and_fails_in_one_line(tmp_path, capsys
     assert set(written) == PLAN_KEYS
     assert written["max_epochs"] * written["epoch_length"] == 600
     assert written["rectify_start"] == 120 and written["lr"] == rules.SHORT_BUDGET_LR  # the short-budget rules
+    assert (written["labelled_batch_size"], written["unlabelled_batch_size"]) == rules.SHORT_SLICE_BATCH
     printed = capsys.readouterr().out
     assert "patch_size" in printed and "WARNING: the budget of 600 iterations is far below" in printed
     custom = REPO / "bundles" / "custom" / "configs" / "train.json"
@@ -361,10 +362,10 @@ def test_parse_duration_refuses_unclear_text(text):
 
 def test_short_budget_rules():
     short = rules.optimisation(1_000, "2d")
-    assert short["lr"][0] == rules.SHORT_BUDGET_LR
+    assert (short["optimizer_kind"][0], short["lr"][0]) == ("adamw", 1e-3)
     assert short["rectify_start"][0] == round(rules.SHORT_BUDGET_RECTIFY_FRACTION * 1_000)
     paper = rules.optimisation(40_000, "3d")
-    assert (paper["lr"][0], paper["rectify_start"][0]) == (rules.PAPER_LR, 800)
+    assert (paper["optimizer_kind"][0], paper["lr"][0], paper["rectify_start"][0]) == ("sgd", rules.PAPER_LR, 800)
 
 
 def test_iterations_filling_a_budget_by_hand():
@@ -402,3 +403,13 @@ def test_time_budget_probes_each_configuration(tmp_path, capsys):
     assert written["backbone"] == "unet2d" and written["max_epochs"] * written["epoch_length"] > 10
     with pytest.raises(SystemExit):  # one budget, not two
         main([str(root), "--output", str(output), "--time", "3m", "--iterations", "5"])
+
+
+def test_a_time_budget_for_a_gpu_is_planned_on_the_gpu(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    root = _cardiac(tmp_path / "cine")
+    with pytest.raises(PlanError, match=r"--time probes the run on this machine, which has no GPU"):
+        plan_dataset(root, datalist_file="dataset_unlabelled.json", device="cuda", time_budget=600.0,
+                     train_config=REPO / "bundles" / "custom" / "configs" / "train.json")

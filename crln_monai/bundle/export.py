@@ -10,12 +10,14 @@ The export holds
   preprocessing by ``crln_monai.data.evaluation_transforms``, as in training;
 - ``configs/metadata.json`` (the MONAI bundle specification's keys, channels, classes, spacing, patch, results);
 - ``models/model.pt``: the teacher's plain state dict, without the training-only projection head;
-- ``docs/README.md``: a model card generated from the run; ``LICENSE``;
+- ``docs/README.md``: the model card, rendered from ``metadata.json`` and ``inference.json`` (:func:`model_card`;
+  again when :func:`record_test_results` adds test results); ``LICENSE``;
 - ``large_files.yml``: the weights' path and sha256 for the model zoo, ``url`` left for the publisher.
 
 MONAI's ``init_bundle`` writes a generic skeleton and ``ckpt_export`` a TorchScript file; neither fills a
 config with a run's resolved values, hence this module. Writes are atomic: the bundle is built in a temporary
-folder beside it and renamed into place, so a reader never sees half an export.
+folder of the export folder and renamed into place (:func:`crln_monai.io.staged_folder`), so a reader never sees half
+an export.
 """
 
 from __future__ import annotations
@@ -27,8 +29,6 @@ import json
 import logging
 import os
 import re
-import secrets
-import shutil
 from collections.abc import Mapping
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -41,10 +41,13 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
-from ..handlers.checkpoint import atomic_write
+from ..io import atomic_write, staged_folder
 from .settings import cli_value, plain
 
-__all__ = ["INFERENCE_TEMPLATE", "BundleExporter", "export_bundle", "export_name", "inference_config", "record_test_results"]
+__all__ = [
+    "INFERENCE_TEMPLATE", "BundleExporter", "export_bundle", "export_name", "inference_config", "model_card",
+    "record_test_results",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +158,7 @@ def _metadata(
     dataset: Mapping[str, Any],
     source: Mapping[str, Any] | None,
     results: Mapping[str, Any],
+    run: Mapping[str, Any],
 ) -> dict[str, Any]:
     source = dict(source or {})
     network, preprocessing = settings["network"], settings["preprocessing"]
@@ -206,6 +210,7 @@ def _metadata(
         "trained_geometry": plain(inference.get("trained_geometry")),
         "normalise": preprocessing.get("normalise"),
         "class_names": class_names,
+        "run": plain(run),
         "network_data_format": {
             "inputs": {
                 "image": {
@@ -231,42 +236,46 @@ def _table(rows: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _model_card(
-    name: str,
-    settings: Mapping[str, Any],
-    inference: Mapping[str, Any],
-    dataset: Mapping[str, Any],
-    datalist_file: str,
-    counts: Mapping[str, int],
-    training: Mapping[str, Any],
-    results: Mapping[str, Any],
-    meta: Mapping[str, Any],
-    model_description: str,
-) -> str:
-    class_names = list(settings["class_names"])
-    classes = ", ".join(f"{i} {n}" for i, n in enumerate(class_names))
+def _result_line(split: str, values: Mapping[str, Any]) -> str:
+    """One line of the card's Results: a split's numbers, or a test evaluation's means ± bootstrap stds."""
+    if not any(isinstance(v, Mapping) for v in values.values()):
+        shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+        return f"- {split}: {shown}"
+    stats = {k: v for k, v in values.items() if isinstance(v, Mapping) and v.get("mean") is not None}
+    shown = ", ".join(f"{k} {v['mean']:.4f} ± {v['std']:.4f}" for k, v in stats.items())
+    return (
+        f"- {split}: {shown} ({values.get('num_cases')} cases, {values.get('checkpoint')}; `summary.md` of the "
+        "evaluation has every class)"
+    )
+
+
+def model_card(meta: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+    """The export's ``docs/README.md``, rendered whole from its ``configs/metadata.json`` (``meta``: names, classes,
+    the run's data set, cases, training values and results) and its ``configs/inference.json`` (``config``: the
+    network, preprocessing and sliding-window settings)."""
+    run = meta.get("run", {})
     version = meta["required_packages_version"].get("crln-monai", "?")
-    patch, stride = (cli_value(list(inference[k]), quote=False) for k in ("patch_size", "sw_stride"))
-    network = {k: v for k, v in settings["network"].items() if k != "use_projection"}
+    weights, classes = run.get("weights", "the teacher of the run"), meta["label_classes"]
+    patch, stride = (cli_value(list(config[k]), quote=False) for k in ("patch_size", "sw_stride"))
+    network = {k: v for k, v in config["network_settings"].items() if k != "use_projection"}
     data_lines = [
-        f"- data set: **{dataset.get('name', name)}** (`{datalist_file}`); {meta['image_classes']}",
-        f"- classes: {meta['label_classes']}",
+        (
+            f"- data set: **{run.get('data_set', meta['name'])}** (`{run.get('datalist_file', 'dataset.json')}`); "
+            f"{meta['image_classes']}"
+        ),
+        f"- classes: {classes}",
     ]
-    if counts:
-        data_lines.append("- cases: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
-    if results:
-        result_lines = []
-        for split, values in results.items():
-            shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
-            result_lines.append(f"- {split}: {shown}")
-        result_text = "\n".join(result_lines)
+    if run.get("cases"):
+        data_lines.append("- cases: " + ", ".join(f"{n} {k}" for k, n in run["cases"].items()))
+    if meta.get("results"):
+        result_text = "\n".join(_result_line(split, values) for split, values in meta["results"].items())
     else:
         result_text = "No validation split was used and no test evaluation was run: no results recorded."
-    training_text = _table(training) if training else "(not recorded)"
+    training_text = _table(run["training"]) if run.get("training") else "(not recorded)"
     return f"""# {meta['name']}
 
 {meta['changelog'][meta['version']].capitalize()} (crln-monai {version}):
-{model_description}. Everything needed to segment new images is in this folder: the network and preprocessing
+{weights}. Everything needed to segment new images is in this folder: the network and preprocessing
 settings of the run are written into `configs/inference.json`.
 
 **Intended use:** {meta['intended_use']}.
@@ -283,9 +292,9 @@ Network (`crln_monai.networks.CRLN`):
 
 Preprocessing (`crln_monai.data.evaluation_transforms`, the same as in training):
 
-{_table(settings['preprocessing'])}
+{_table(config['preprocessing_settings'])}
 
-Sliding window: patch `{patch}`, stride `{stride}`, {inference['sw_batch_size']} windows per batch, softmax averaged.
+Sliding window: patch `{patch}`, stride `{stride}`, {config['sw_batch_size']} windows per batch, softmax averaged.
 
 Training:
 
@@ -315,6 +324,12 @@ shape and affine. Options: `--device "\\$torch.device('cpu')"`, `--sw_batch_size
 """
 
 
+def _write_model_card(bundle: Path) -> None:
+    """Render the export ``bundle``'s ``docs/README.md`` from its metadata and inference config (:func:`model_card`)."""
+    meta, config = (json.loads((bundle / "configs" / f).read_text()) for f in ("metadata.json", "inference.json"))
+    atomic_write(bundle / "docs" / "README.md", model_card(meta, config))
+
+
 def _write_large_files(bundle: Path, weights: str) -> None:
     """``large_files.yml``: the model zoo's list of files kept out of a bundle's repository, with their hash.
 
@@ -330,7 +345,7 @@ def _write_large_files(bundle: Path, weights: str) -> None:
 
 def _write_json(path: Path, value: Any) -> None:
     text = json.dumps(value, indent=2, ensure_ascii=False) + "\n"
-    atomic_write(path, lambda f: f.write(text), mode="w")  # replaced whole, never half-written
+    atomic_write(path, text)  # replaced whole, never half-written
 
 
 def export_bundle(
@@ -365,28 +380,22 @@ def export_bundle(
         license_text: the ``LICENSE`` text; ``None`` writes the code licence and the data terms note.
         model_description: which weights these are, for the card ("the best teacher on the validation split ...").
     """
-    export_dir = Path(export_dir)
-    export_dir.mkdir(parents=True, exist_ok=True)
-    target = export_dir / name
-    for stale in export_dir.glob(f".{name}.*-*"):  # left by an export killed half-way
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = export_dir / f".{name}.tmp-{secrets.token_hex(4)}"
     dataset = dict(dataset or {})
-    results = dict(results or {})
-    try:
+    run = {
+        "data_set": dataset.get("name", name), "datalist_file": datalist_file, "cases": dict(counts or {}),
+        "training": dict(training or {}), "weights": model_description,
+    }  # fmt: skip
+    with staged_folder(export_dir, name) as stage:  # the whole folder replaced at once
+        bundle = stage / name
         for sub in ("configs", "models", "docs"):
-            (tmp / sub).mkdir(parents=True)
+            (bundle / sub).mkdir(parents=True)
         model = {k: v.detach().cpu() for k, v in state_dict.items() if not k.startswith("projection.")}
-        torch.save(model, tmp / "models" / "model.pt")
-        _write_large_files(tmp, "models/model.pt")
-        _write_json(tmp / "configs" / "inference.json", inference_config(settings, inference))
-        meta = _metadata(name, settings, inference, dataset, metadata, results)
-        _write_json(tmp / "configs" / "metadata.json", meta)
-        card = _model_card(
-            name, settings, inference, dataset, datalist_file, dict(counts or {}), dict(training or {}), results, meta,
-            model_description,
-        )  # fmt: skip
-        (tmp / "docs" / "README.md").write_text(card)
+        torch.save(model, bundle / "models" / "model.pt")
+        _write_large_files(bundle, "models/model.pt")
+        _write_json(bundle / "configs" / "inference.json", inference_config(settings, inference))
+        meta = _metadata(name, settings, inference, dataset, metadata, dict(results or {}), run)
+        _write_json(bundle / "configs" / "metadata.json", meta)
+        _write_model_card(bundle)
         if license_text is None:
             terms = dataset.get("licence") or dataset.get("license")
             license_text = _CODE_LICENCE + (
@@ -394,15 +403,8 @@ def export_bundle(
                 if terms
                 else "\nModel weights inherit the terms of the data they were trained on.\n"
             )
-        (tmp / "LICENSE").write_text(license_text)
-        old = export_dir / f".{name}.old-{secrets.token_hex(4)}"
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (bundle / "LICENSE").write_text(license_text)
+    target = Path(export_dir) / name
     logger.info(f"exported the trained model as a bundle: {target}")
     return target
 
@@ -558,9 +560,10 @@ def record_test_results(
 
     Writes ``results.test`` (mean ± bootstrap std of Dice, Jaccard, HD95 and ASD in mm over the test cases, the
     case count, the empty predictions and the checkpoint's file name) and the ``test_*`` ``eval_metrics`` into
-    ``configs/metadata.json``, and a "Test results" line into ``docs/README.md``'s Results section. An export of
-    other weights (e.g. the best teacher on validation while ``model_last.pt`` was evaluated) is left untouched,
-    so an export never shows numbers of a model it does not hold.
+    ``configs/metadata.json`` (first among the results, so the card lists it first), then renders ``docs/README.md``
+    again from it (:func:`model_card`: a "test" line in its Results section). An export of other weights (e.g. the
+    best teacher on validation while ``model_last.pt`` was evaluated) is left untouched, so an export never shows
+    numbers of a model it does not hold.
 
     Args:
         export_path: the export folder (``<export_dir>/<name>``).
@@ -594,19 +597,11 @@ def record_test_results(
     )  # fmt: skip
     meta_file = export_path / "configs" / "metadata.json"
     meta = json.loads(meta_file.read_text())
-    meta.setdefault("results", {})["test"] = test
+    meta["results"] = {"test": test, **{k: v for k, v in meta.get("results", {}).items() if k != "test"}}
     meta.setdefault("eval_metrics", {}).update(
         {f"test_mean_{k}": v["mean"] for k, v in test.items() if isinstance(v, dict) and v["mean"] is not None}
     )
-    card_file = export_path / "docs" / "README.md"
-    card = card_file.read_text()
-    line = "- test: " + ", ".join(
-        f"{k} {v['mean']:.4f} ± {v['std']:.4f}" for k, v in test.items() if isinstance(v, dict) and v["mean"] is not None
-    ) + f" ({test['num_cases']} cases, {test['checkpoint']}; `summary.md` of the evaluation has every class)"
-    card = re.sub(r"\n- test: [^\n]*", "", card)
-    card = card.replace("No validation split was used and no test evaluation was run: no results recorded.", "")
-    card = card.replace("## Results\n\n", f"## Results\n\n{line}\n", 1)
     _write_json(meta_file, meta)
-    atomic_write(card_file, lambda f: f.write(card), mode="w")
+    _write_model_card(export_path)
     logger.info(f"recorded the test results of {checkpoint} in the export {export_path}")
     return True

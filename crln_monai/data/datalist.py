@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..io import atomic_write
+
 __all__ = [
     "DATALIST_KEYS",
     "case_id_from_filename",
@@ -540,12 +542,7 @@ def save_datalist_json(datalist: Mapping[str, Sequence[Mapping]], path: str | os
     Returns:
         the written path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({k: list(map(dict, v)) for k, v in datalist.items()}, indent=2))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps({k: list(map(dict, v)) for k, v in datalist.items()}, indent=2))
 
 
 def load_datalist_json(path: str | os.PathLike) -> dict[str, list[dict]]:

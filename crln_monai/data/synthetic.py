@@ -22,6 +22,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from ..io import atomic_write
+
 __all__ = ["make_synthetic_dataset", "synthetic_case"]
 
 _FORMAT_VERSION = 1
@@ -278,7 +280,5 @@ def make_synthetic_dataset(
         }  # fmt: skip
     meta["synthetic"] = params
     meta["_files"] = files
-    tmp = out_dir / "dataset.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, out_dir / "dataset.json")  # last: an interrupted run is not mistaken for a complete one
+    atomic_write(out_dir / "dataset.json", json.dumps(meta, indent=2))  # last: an interrupted run is not complete
     return out_dir

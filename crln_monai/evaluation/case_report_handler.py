@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,8 @@ class CaseMetricsReport:
     and the Markdown table. Needs the ``image`` in the output items for the figures (MONAI evaluators keep it).
 
     All files are written to a temporary folder and moved into place once complete
-    (:func:`~crln_monai.evaluation.report.staged_report`): a failed evaluation leaves the previous report whole.
+    (:func:`~crln_monai.evaluation.report.staged_report`): a failed evaluation leaves the previous report whole, and
+    the temporary folder of a killed one is removed by the next report.
     An evaluator without test cases is refused when the handler is attached, before any work.
 
     Args:
@@ -122,8 +122,6 @@ class CaseMetricsReport:
     def reset(self, engine: Engine | None = None) -> None:
         self.records = {c: [] for c in range(1, self.num_classes)}
         self.slices = {c: [] for c in range(1, self.num_classes)}
-        for stale in self.output_dir.glob(".report-*.tmp"):  # left by a killed evaluation
-            shutil.rmtree(stale, ignore_errors=True)
 
     def collect(self, engine: Engine) -> None:
         items = engine.state.output

@@ -29,6 +29,7 @@ from monai.transforms import AsDiscreted, Compose, CopyItemsd, Invertd, MapTrans
 
 from ..data.datalist import case_id_from_filename
 from ..data.inputs import SEGMENTATION_DESCRIPTION, segmentation_path
+from ..io import atomic_path
 
 __all__ = ["INPUT_SPACE_KEY", "SaveLabelMapd", "segmentation_postprocessing", "write_label_map"]
 
@@ -80,14 +81,8 @@ def write_label_map(label_map: Any, path: str | os.PathLike, meta: Mapping | Non
     # axis permutations such as a (z, x, y) file order ("Affine ... is not invertible")
     affine = meta.get("affine")
     writer.affine = None if affine is None else np.asarray(affine.cpu() if hasattr(affine, "cpu") else affine, float)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp.nii.gz")
-    try:
+    with atomic_path(path, suffix=".nii.gz") as temporary:  # the writer takes the format from the ending
         writer.write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -24,9 +24,8 @@ HD95 and ASD in voxels are reported only where every case's spacing is isotropic
 anisotropic voxels (1.5 mm in-plane, 10 mm through-plane) a "voxel" is not one length, so the voxel
 cells are left empty and the summary's voxel means are null; the mm columns are the ones to read.
 
-Files are written to a temporary folder inside the output folder and moved into place with
-``os.replace`` once all of them are complete (:func:`staged_report`), so a failure while writing leaves
-the previous report as it was.
+Files are written to a temporary folder inside the output folder and moved into place once all of them are
+complete (:func:`staged_report`), so a failure while writing leaves the previous report as it was.
 """
 
 from __future__ import annotations
@@ -36,9 +35,7 @@ import csv
 import json
 import math
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +43,7 @@ import numpy as np
 import torch
 
 from crln_monai.evaluation.metrics import METRIC_NAMES, bootstrap, segmentation_metrics
+from crln_monai.io import staged_folder
 
 __all__ = [
     "SUMMARY_METRICS",
@@ -193,37 +191,21 @@ def _nanmean_rows(stack: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-@contextlib.contextmanager
-def staged_report(out_dir: str | os.PathLike, stale: Sequence[str] = ()) -> Iterator[Path]:
-    """A temporary folder inside ``out_dir`` to write report files into; moved into place when the block succeeds.
+def staged_report(out_dir: str | os.PathLike, stale: Sequence[str] = ()) -> contextlib.AbstractContextManager[Path]:
+    """A temporary folder inside ``out_dir`` to write report files into; moved into place when the block succeeds
+    (:func:`crln_monai.io.staged_folder`, ``summary.json`` last, so its presence marks a complete report).
 
-    On success every plain file of the temporary folder is moved into ``out_dir`` with ``os.replace`` (atomic per
-    file; ``summary.json`` last, so its presence marks a complete report) and files of ``out_dir`` matching a
-    ``stale`` glob pattern that the new report did not write are removed (e.g. the figure of a class that no
-    longer exists). On failure nothing in ``out_dir`` changes. The temporary folder is removed either way.
+    On failure nothing in ``out_dir`` changes. On success files of ``out_dir`` matching a ``stale`` glob pattern
+    that the new report did not write are removed (e.g. the figure of a class that no longer exists).
 
     Args:
         out_dir: the report folder (created if needed).
         stale: glob patterns of earlier report files to remove when the new report does not rewrite them.
 
-    Yields:
-        the temporary folder (``out_dir/.report-*.tmp``).
+    Returns:
+        the context manager; it yields the temporary folder (``out_dir/.report-*.tmp``).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".report-", suffix=".tmp", dir=out))
-    try:
-        yield stage
-        files = sorted((p for p in stage.iterdir() if p.is_file()), key=lambda p: (p.name == "summary.json", p.name))
-        for path in files:
-            os.replace(path, out / path.name)
-        written = {p.name for p in files}
-        for pattern in stale:
-            for old in out.glob(pattern):
-                if old.is_file() and old.name not in written:
-                    old.unlink()
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    return staged_folder(out_dir, "report", last=("summary.json",), stale=stale)
 
 
 def write_class_report(

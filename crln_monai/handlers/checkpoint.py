@@ -2,86 +2,34 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import re
-import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
-__all__ = ["AtomicCheckpointSaver", "AtomicDiskSaver", "BestMetric", "atomic_save", "atomic_write", "remove_stale_temporaries"]
+from ..io import atomic_write, remove_stale_temporaries
 
-logger = logging.getLogger(__name__)
+__all__ = ["AtomicCheckpointSaver", "AtomicDiskSaver", "BestMetric", "atomic_save", "remove_stale_temporaries"]
+
 #: plain value types ``extra`` may hold: what ``torch.load(..., weights_only=True)`` reads back
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor)
 
 
-def _temporary_pattern(path: Path) -> re.Pattern[str]:
-    """Names of :func:`atomic_save`'s temporaries beside ``path`` (``.<name>.<random>.tmp``, mkstemp's old ones too)."""
-    return re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]+\.tmp")
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str = "wb", **open_kwargs: Any) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then ``os.replace`` it into place.
-
-    The temporary is created with mode 0o666 like any ``open(path, "w")``, so the kernel applies the umask (and a
-    default ACL); ``tempfile.mkstemp`` would make every file 0600. A failed write removes it and re-raises.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise FileExistsError(f"{path.parent}: no free temporary name for {path.name} after 100 tries")
-    try:
-        with os.fdopen(fd, mode, **open_kwargs) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` it into place (:func:`atomic_write`).
+    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` it into place
+    (:func:`crln_monai.io.atomic_write`).
 
     MONAI's ``CheckpointSaver`` writes with ``atomic=False`` (its source says so, for file permissions), so an
     interrupted write can destroy the previous checkpoint; this is the small piece it lacks. The checkpoint gets
-    the permissions the umask allows, as a plain ``torch.save(obj, path)`` would.
+    the permissions the umask allows, as a plain ``torch.save(obj, path)`` would; the temporaries a killed write
+    left are removed by :func:`~crln_monai.io.remove_stale_temporaries`.
     """
     return atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Delete the temporaries an interrupted :func:`atomic_save` of ``path`` left beside it; returns them.
-
-    Only names of the form ``.<name>.<random>.tmp`` are touched, nothing else in the folder.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        return []
-    pattern = _temporary_pattern(path)
-    removed = []
-    for entry in path.parent.iterdir():
-        if pattern.fullmatch(entry.name) and entry.is_file():
-            entry.unlink(missing_ok=True)
-            removed.append(entry)
-    if removed:
-        logger.info(f"{path.parent}: removed {len(removed)} stale temporary file(s) of {path.name}")
-    return removed
 
 
 def _check_plain(value: Any, key: str) -> None:
@@ -137,7 +85,7 @@ class _Plain:
 
 
 class AtomicDiskSaver(DiskSaver):
-    """Ignite's ``DiskSaver(atomic=True)`` writing through :func:`atomic_write`, for one fixed file name.
+    """Ignite's ``DiskSaver(atomic=True)`` writing through :func:`crln_monai.io.atomic_write`, for one fixed file name.
 
     What differs from Ignite's, and why:
 

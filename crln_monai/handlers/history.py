@@ -12,7 +12,7 @@ from typing import Any
 from ignite.engine import Engine, Events
 
 from ..engines.outputs import TRAINING_SCALARS
-from .checkpoint import atomic_write
+from ..io import atomic_write
 from .run_start import on_run_start
 from .scalars import host_scalars
 
@@ -154,7 +154,6 @@ def plot_training_curves(rows: list[dict[str, float]], path: str | os.PathLike) 
         if ax.lines:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
-    return path
+    return Path(path)

@@ -11,8 +11,8 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
+from ..io import atomic_write
 from .planner import format_table, parse_duration, plan_dataset
 from .rules import CONFIGURATIONS, MAX_PATCH_VOXELS, PAPER_ITERATIONS
 from .checks import check_output_file
@@ -75,11 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"crln-plan: {e}", file=sys.stderr)
         return 2
     print(format_table(plan))
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(output.name + ".tmp")
-    temporary.write_text(json.dumps(plan.overrides, indent=2) + "\n")
-    os.replace(temporary, output)
+    output = atomic_write(args.output, json.dumps(plan.overrides, indent=2) + "\n")
     print(f"wrote {output}")
     return 0
 

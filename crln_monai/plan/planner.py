@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import math
 import os
@@ -58,8 +59,9 @@ class Plan:
     expected_seconds: float | None = None
 
     def choose(self, key: str, value: Any, why: str) -> None:
+        """Set ``key`` (a choice made again replaces its row)."""
         self.overrides[key] = value
-        self.rows.append((key, _show(value), why))
+        self.rows = [row for row in self.rows if row[0] != key] + [(key, _show(value), why)]
 
 
 def _show(value: Any) -> str:
@@ -203,6 +205,11 @@ def plan_dataset(
                 "--time probes the run on this machine, which has no GPU: plan on the training machine, or use "
                 "--device cpu, or give --iterations."
             )
+    if time_budget is not None and (train_config is None or not Path(train_config).is_file()):
+        raise PlanError(
+            f"--time needs the bundle's training config to probe the run, and {train_config} is not a file: run "
+            "from the repository root (bundles/custom/configs/train.json) or pass --train_config."
+        )
     root = Path(os.path.abspath(dataset_dir))
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist.")
@@ -304,10 +311,12 @@ def plan_dataset(
     # configuration: 2-D or 3-D, then its network input (patch, strides, batch)
     configuration, configuration_why = rules.choose_configuration(spacing, median_shape, configuration)
     budget, budget_why = _memory_budget(device, memory_gib)
-    candidates = {
-        name: _network_input(name, median_shape, spacing, budget, budget_why, max_patch_voxels, split, plan)
-        for name in rules.CONFIGURATIONS
-    }
+    network_input = functools.partial(
+        _network_input, median_shape=median_shape, spacing=spacing, budget=budget, budget_why=budget_why,
+        max_patch_voxels=max_patch_voxels, split=split,
+    )  # fmt: skip
+    short = time_budget is not None or iterations < rules.SHORT_BUDGET
+    candidates = {name: network_input(name, short=short) for name in rules.CONFIGURATIONS}
     chosen = candidates[configuration]
     if configuration == "3d" and not chosen.fits:
         raise PlanError(
@@ -357,6 +366,12 @@ def plan_dataset(
             )
         probe = probes[configuration]
         iterations, validations = probe_module.iterations_for(time_budget, probe, num_train, num_validation_cases)
+        if iterations >= rules.SHORT_BUDGET and chosen.rows != network_input(configuration, short=False).rows:
+            chosen = network_input(configuration, short=False)  # a long run: the long-run batch, probed again
+            for key, (value, why) in chosen.rows.items():
+                plan.choose(key, value, why)
+            probe = _probe(train_config, plan.overrides, split, device)
+            iterations, validations = probe_module.iterations_for(time_budget, probe, num_train, num_validation_cases)
         budget_source = f"--time {_duration(time_budget)} over the probe's {probe.seconds_per_iteration:.3g} s/iteration"
     else:
         validations = min(probe_module.MAX_VALIDATIONS, 40)
@@ -429,19 +444,24 @@ def _network_input(
     budget_why: str,
     max_patch_voxels: int,
     split: dict[str, list[dict]],
-    plan: Plan,
+    short: bool,
 ) -> _Candidate:
-    """Backbone, patch, strides, batch and sliding window of one configuration (in the network's axis order)."""
+    """Backbone, patch, strides, batch and sliding window of one configuration (in the network's axis order);
+    ``short``: a run below :data:`~crln_monai.plan.rules.SHORT_BUDGET` iterations (the 2-D batch follows it)."""
     rows: dict[str, tuple[Any, str]] = {}
     if configuration == "2d":
         patch, patch_why = rules.planar_patch(median_shape)
         strides: list[list[int]] = [[2, 2, 1]] * rules.LEVELS
-        labelled_batch, unlabelled_batch = rules.SLICE_BATCH
+        labelled_batch, unlabelled_batch = rules.SHORT_SLICE_BATCH if short else rules.SLICE_BATCH
         if not split["unlabelled"]:
             unlabelled_batch = 0
         rows["strides"] = (None, "2 in-plane at all 4 levels of the 2-D U-Net; slices are not pooled")
         rows["patch_size"] = (patch, patch_why)
-        batch_why = "slices: a 2-D step is cheap, so more of them per step (SSL4MIS-style 2-D studies)"
+        batch_why = (
+            "slices: a short budget is won by the number of steps, so few slices per step (docs/results.md)"
+            if short
+            else "slices: a 2-D step is cheap, so more of them per step (SSL4MIS-style 2-D studies)"
+        )
         stride = [max(1, patch[0] // 2), max(1, patch[1] // 2), 1]
         sw_batch = rules.SLICE_WINDOWS
         fits = True
@@ -473,13 +493,8 @@ def _network_input(
     return _Candidate(values, rows, strides, labelled_batch + unlabelled_batch, fits)
 
 
-def _probe(train_config: Path | None, overrides: dict[str, Any], split: dict[str, list[dict]], device: str) -> Any:
+def _probe(train_config: str | os.PathLike, overrides: dict[str, Any], split: dict[str, list[dict]], device: str) -> Any:
     """The probe of one candidate on a few of the data set's cases (see :mod:`crln_monai.plan.probe`)."""
-    if train_config is None or not Path(train_config).is_file():
-        raise PlanError(
-            f"--time needs the bundle's training config to probe the run, and {train_config} is not a file: run "
-            "from the repository root (bundles/custom/configs/train.json) or pass --train_config."
-        )
     labelled = split["labelled"][: probe_module.PROBE_CASES]
     unlabelled = split["unlabelled"][: probe_module.PROBE_CASES]
     validation = sorted(split["validation"], key=lambda item: str(item["case"]))[:1]

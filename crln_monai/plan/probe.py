@@ -8,7 +8,9 @@ the bundle's ``train.json`` with the candidate plan as overrides), on a few of t
 * loading and preprocessing a case into the cache (per case, with the plan's worker count): ``seconds_per_case``;
 * training iterations after a warm-up, data loading included (median): ``seconds_per_iteration``;
 * one validation case through the sliding window (loading included): ``seconds_per_validation_case``;
-* the other epoch-end work (checkpoints, the export): ``seconds_per_epoch_end``.
+* the other epoch-end work (checkpoints, the export): ``seconds_per_epoch_end``;
+* the start of an epoch: the loader's workers start again and the first batch is prepared while the network waits
+  (``persistent_workers`` is off so that every epoch reseeds the workers' transforms): ``seconds_per_epoch_start``.
 
 The logging handlers (``train::reporting``) are left out and the engines' logs quietened: the probe prints nothing
 of the run it measures. A slow configuration stops timing after :data:`TIMED_SECONDS` (at least 3 timed iterations).
@@ -55,6 +57,7 @@ class Probe:
     seconds_per_validation_case: float
     seconds_per_epoch_end: float
     timed_iterations: int
+    seconds_per_epoch_start: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return {k: round(float(v), 4) for k, v in self.__dict__.items()}
@@ -140,6 +143,13 @@ def probe_run(
         trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: epoch_end.append(time.perf_counter()))
         try:
             trainer.run()
+            loader = parser.get_parsed_content("train::dataloader")
+            sampler = getattr(loader, "batch_sampler", None)
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(2)
+            first = time.perf_counter()
+            next(iter(loader))
+            epoch_start = time.perf_counter() - first
         finally:
             for logger, level in zip(quiet, levels):
                 logger.setLevel(level)
@@ -155,6 +165,7 @@ def probe_run(
         seconds_per_validation_case=validation_seconds / num_validation if datalist["validation"] else 0.0,
         seconds_per_epoch_end=max(0.0, end_seconds),
         timed_iterations=len(intervals),
+        seconds_per_epoch_start=epoch_start,
     )
 
 
@@ -169,13 +180,13 @@ def validation_count(budget_seconds: float, seconds_per_validation: float, max_v
 def estimate_seconds(
     probe: Probe, iterations: int, epochs: int, num_train_cases: int, num_validation_cases: int, validations: int
 ) -> float:
-    """Seconds of the training run: start-up, cache fill, iterations, validations and epoch ends (checkpoints)."""
+    """Seconds of the training run: start-up, cache fill, iterations, validations, epoch starts and ends."""
     return (
         probe.seconds_start
         + num_train_cases * probe.seconds_per_case
         + iterations * probe.seconds_per_iteration
         + validations * num_validation_cases * probe.seconds_per_validation_case
-        + epochs * probe.seconds_per_epoch_end
+        + epochs * (probe.seconds_per_epoch_end + probe.seconds_per_epoch_start)
     )
 
 
@@ -198,7 +209,7 @@ def iterations_for(
         - validations * per_validation
     )
     # iterations · s + √iterations · e = left  →  √iterations = (−e + √(e² + 4·s·left)) / (2·s)
-    s, e = probe.seconds_per_iteration, probe.seconds_per_epoch_end
+    s, e = probe.seconds_per_iteration, probe.seconds_per_epoch_end + probe.seconds_per_epoch_start
     if left <= 0:
         return 1, validations
     root = (-e + math.sqrt(e * e + 4 * s * left)) / (2 * s)

@@ -1,9 +1,9 @@
 """Deterministic, atomic NIfTI writing for the converters, and the uint8 grid re-encoding of 8-bit-derived images.
 
 nibabel's ``nib.save(img, "x.nii.gz")`` stamps the current time into the gzip header, so two runs give different
-bytes. Here the NIfTI bytes come from ``img.to_bytes()`` and are gzipped with ``mtime=0`` (level 9), then written to
-a temporary file in the same folder and moved into place with ``os.replace``: a file at its final path is always
-complete, and rerunning a conversion reproduces it byte for byte.
+bytes. Here the NIfTI bytes come from ``img.to_bytes()`` and are gzipped with ``mtime=0`` (level 9), then written with
+:func:`crln_monai.io.atomic_write` (flushed to the disk): a file at its final path is always complete, and rerunning a
+conversion reproduces it byte for byte.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ...io import atomic_write
+
 __all__ = [
     "encode_uint8_grid",
     "image_nifti",
     "is_complete_nifti_gz",
     "label_nifti",
     "nifti_gz_bytes",
-    "write_bytes_atomic",
     "write_text_if_changed",
 ]
 
@@ -119,30 +120,6 @@ def nifti_gz_bytes(img: nib.Nifti1Image) -> bytes:
     return gzip.compress(img.to_bytes(), compresslevel=9, mtime=0)
 
 
-def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
-
-    An interrupted write leaves at most a hidden ``.<name>.<pid>.tmp`` file (removed on exceptions), never a
-    partial file at ``path``.
-
-    Returns:
-        ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_text_if_changed(text: str, path: str | os.PathLike) -> bool:
     """Atomically write ``text`` to ``path`` unless the file already holds exactly it (mtime then unchanged).
 
@@ -153,7 +130,7 @@ def write_text_if_changed(text: str, path: str | os.PathLike) -> bool:
     data = text.encode()
     if path.is_file() and path.read_bytes() == data:
         return False
-    write_bytes_atomic(data, path)
+    atomic_write(path, data, fsync=True)
     return True
 
 

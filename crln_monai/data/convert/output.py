@@ -10,9 +10,10 @@ Output layout (Decathlon, read by :func:`crln_monai.data.semi_supervised_datalis
 All or nothing (:func:`write_converted`, :func:`staged_output`): a converter writes into a temporary folder inside
 ``out_dir`` (``.prepare-*.tmp``) that starts as hard links of the folder's earlier ``imagesTr``, ``labelsTr``,
 ``dataset.json`` and settings record; only when every case and the ``dataset.json`` are written are these entries
-moved into place, one ``os.rename`` each, ``dataset.json`` last. A corrupt source case, a bad argument found late or
-an interrupt leaves ``out_dir`` as it was (a folder the run created is removed again); a temporary folder left by a
-killed run is removed by the next one. Anything else in ``out_dir`` is never touched.
+moved into place, one rename each, ``dataset.json`` last (:func:`crln_monai.io.staged_folder`). A corrupt source
+case, a bad argument found late or an interrupt leaves ``out_dir`` as it was (a folder the run created is removed
+again); a temporary folder left by a killed run is removed by the next one. Anything else in ``out_dir`` is never
+touched.
 
 A case whose two files exist and are intact is skipped unless ``overwrite`` (its hard link is kept); files are
 written atomically, and a rerun changes nothing (same bytes, same modification times: the entries are not even
@@ -25,7 +26,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -35,7 +35,8 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from .nifti_io import is_complete_nifti_gz, nifti_gz_bytes, write_bytes_atomic, write_text_if_changed
+from ...io import atomic_write, staged_folder
+from .nifti_io import is_complete_nifti_gz, nifti_gz_bytes, write_text_if_changed
 
 __all__ = [
     "CONVERT_EXTRA_HINT",
@@ -55,7 +56,6 @@ CONVERT_EXTRA_HINT = "pip install crln-monai[convert]"
 _SETTINGS_FILE = ".crln_prepare.json"
 OUTPUT_ENTRIES = ("imagesTr", "labelsTr", _SETTINGS_FILE, "dataset.json")
 """The top-level entries of ``out_dir`` a converter writes (and replaces as a whole), ``dataset.json`` last."""
-_STAGE_PREFIX, _STAGE_SUFFIX = ".prepare-", ".tmp"
 
 
 def case_paths(out_dir: str | os.PathLike, case: str) -> tuple[Path, Path]:
@@ -120,47 +120,11 @@ def _mirror(source: Path, target: Path) -> None:
             _link_or_copy(Path(folder) / name, target / relative / name)
 
 
-def _tree(path: Path) -> dict[str, tuple[int, int]] | None:
-    """Relative path → (device, inode) of each file under ``path`` (``path`` itself if a file); None if absent."""
-    if path.is_file():
-        info = path.stat()
-        return {"": (info.st_dev, info.st_ino)}
-    if not path.is_dir():
-        return None
-    found = {}
-    for folder, subfolders, files in os.walk(path):
-        for name in subfolders + files:
-            item = Path(folder) / name
-            info = item.lstat()
-            found[str(item.relative_to(path))] = (info.st_dev, info.st_ino) if not item.is_dir() else (0, 0)
-    return found
-
-
-def _commit(stage: Path, target: Path) -> None:
-    """Move each staged entry into ``target`` with one rename (``dataset.json`` last); skip unchanged entries."""
-    entries = sorted(stage.iterdir(), key=lambda p: (p.name == "dataset.json", p.name))
-    replaced = stage / ".replaced"
-    for entry in entries:
-        final = target / entry.name
-        if _tree(entry) == _tree(final):
-            continue  # the same files (hard links): leave the entry, and its modification times, alone
-        if entry.is_dir() and final.exists():
-            replaced.mkdir(exist_ok=True)
-            os.rename(final, replaced / entry.name)
-            try:
-                os.rename(entry, final)
-            except OSError:
-                os.rename(replaced / entry.name, final)
-                raise
-        else:
-            os.replace(entry, final)
-
-
 @contextlib.contextmanager
 def staged_output(out_dir: str | os.PathLike) -> Iterator[Path]:
     """A temporary folder inside ``out_dir`` holding hard links of its converter entries (:data:`OUTPUT_ENTRIES`), to
     write a data set into; its entries replace ``out_dir``'s when the block succeeds, else ``out_dir`` stays as it was
-    (see the module docstring).
+    (:func:`crln_monai.io.staged_folder`; see the module docstring).
 
     Raises:
         ValueError: ``out_dir`` is a file.
@@ -168,27 +132,10 @@ def staged_output(out_dir: str | os.PathLike) -> Iterator[Path]:
     target = Path(out_dir)
     if target.exists() and not target.is_dir():
         raise ValueError(f"out_dir {target} is a file; expected a folder (created when missing).")
-    created = []
-    folder = target
-    while not folder.exists() and folder != folder.parent:
-        created.append(folder)
-        folder = folder.parent
-    target.mkdir(parents=True, exist_ok=True)
-    for stale in target.glob(f"{_STAGE_PREFIX}*{_STAGE_SUFFIX}"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    stage = Path(tempfile.mkdtemp(prefix=_STAGE_PREFIX, suffix=_STAGE_SUFFIX, dir=target))
-    try:
+    with staged_folder(target, "prepare", last=("dataset.json",)) as stage:
         for name in OUTPUT_ENTRIES:
             _mirror(target / name, stage / name)
         yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        for folder in created:  # deepest first: the folders this run made, when they are empty again
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
-    _commit(stage, target)
-    shutil.rmtree(stage, ignore_errors=True)
 
 
 def write_converted(
@@ -288,8 +235,8 @@ def convert_cases(
             raise ValueError(f"{name}: case {case!r} failed: {type(e).__name__}: {e}") from e
         _require_finite(name, case, image)
         image_bytes, label_bytes = nifti_gz_bytes(image), nifti_gz_bytes(label)
-        write_bytes_atomic(image_bytes, image_path)
-        write_bytes_atomic(label_bytes, label_path)
+        atomic_write(image_path, image_bytes, fsync=True)
+        atomic_write(label_path, label_bytes, fsync=True)
         written += 1
     seconds = time.perf_counter() - start
     per_case = f", {seconds / written:.2f} s per written case" if written else ""
