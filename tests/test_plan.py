@@ -253,7 +253,7 @@ def test_command_line_writes_the_override_and_fails_in_one_line(tmp_path, capsys
     written = json.loads(output.read_text())
     assert set(written) == PLAN_KEYS
     assert written["max_epochs"] * written["epoch_length"] == 600
-    assert written["rectify_start"] == 120 and written["lr"] == rules.SHORT_BUDGET_LR  # the short-budget rules
+    assert written["rectify_start"] == 12 and written["lr"] == rules.SHORT_BUDGET_LR  # the short-budget rule
     assert (written["labelled_batch_size"], written["unlabelled_batch_size"]) == rules.SHORT_SLICE_BATCH
     printed = capsys.readouterr().out
     assert "patch_size" in printed and "WARNING: the budget of 600 iterations is far below" in printed
@@ -266,15 +266,20 @@ def test_command_line_writes_the_override_and_fails_in_one_line(tmp_path, capsys
     assert status == 2 and err.startswith("crln-plan: ") and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("iterations", [40_000, 600, 997, 12_345, 1])
+@pytest.mark.parametrize("iterations", [40_000, 600, 997, 12_345, 30, 1])
 def test_schedule_arithmetic(iterations):
     epochs, length, used, _ = rules.schedule(iterations)
     assert epochs * length == used and abs(used - iterations) <= length // 2 + 1
-    assert epochs >= length
+    assert length >= min(rules.MIN_EPOCH_LENGTH, iterations)  # per-epoch work stays a small share of short runs
+    assert epochs >= length or length == rules.MIN_EPOCH_LENGTH or epochs == 1
     if iterations == 40_000:
         assert (epochs, length, used, round(rules.RECTIFY_FRACTION * used)) == (200, 200, 40_000, 800)
-    if iterations == 997:  # prime: rounded to a multiple of 31
-        assert (epochs, length, used) == (32, 31, 992)
+    if iterations == 600:
+        assert (epochs, length, used) == (12, 50, 600)
+    if iterations == 997:  # prime: rounded to a multiple of 50
+        assert (epochs, length, used) == (20, 50, 1000)
+    if iterations == 30:  # shorter than one epoch of 50: one epoch
+        assert (epochs, length, used) == (1, 30, 30)
 
 
 def test_memory_rule_is_the_calibration_at_the_reference():
@@ -363,7 +368,7 @@ def test_parse_duration_refuses_unclear_text(text):
 def test_short_budget_rules():
     short = rules.optimisation(1_000, "2d")
     assert (short["optimizer_kind"][0], short["lr"][0]) == ("adamw", 1e-3)
-    assert short["rectify_start"][0] == round(rules.SHORT_BUDGET_RECTIFY_FRACTION * 1_000)
+    assert short["rectify_start"][0] == 20  # the paper's 2 %
     paper = rules.optimisation(40_000, "3d")
     assert (paper["optimizer_kind"][0], paper["lr"][0], paper["rectify_start"][0]) == ("sgd", rules.PAPER_LR, 800)
 
