@@ -1118,7 +1118,7 @@ _PLANNING = [
     _plan("plan-memory", "`--memory_gib 0.0001`: no patch fits", _plan_args(replace={"--memory_gib": "0.0001"}),
           r"does not fit 0\.0001 GiB \(--memory_gib\)", (4,)),
     _plan("plan-time-unreadable", "`--time 45 minutes`", _time_budget("45 minutes"),
-          r"cannot read the duration '45 minutes': give a number with a unit, e\.g\. 45m, 1h30m", ()),
+          r"--time: cannot read the duration '45 minutes': give a number with a unit, e\.g\. 45m, 1h30m", ()),
     _plan("plan-time-without-config", "`--time 5m` where no bundle's train.json can be found (outside a clone)",
           _time_budget("5m", "--train_config", "{root}/train.json"),
           r"--time needs the bundle's training config to probe the run, and {root}/train\.json is not a file", ()),

@@ -93,8 +93,8 @@ def parse_duration(text: str) -> float:
     parts = re.findall(r"(\d+(?:\.\d+)?)([a-z]+)", cleaned)
     if not parts or "".join(n + u for n, u in parts) != cleaned or any(u not in _UNITS for _, u in parts):
         raise ValueError(
-            f"cannot read the duration {text!r}: give a number with a unit, e.g. 45m, 1h30m, 1.5h, 90s (or plain "
-            "seconds)."
+            f"--time: cannot read the duration {text!r}: give a number with a unit, e.g. 45m, 1h30m, 1.5h, 90s (or "
+            "plain seconds)."
         )
     return sum(float(n) * _UNITS[u] for n, u in parts)
 
