@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .bundle.settings import run_command
+from .overrides import run_command
 from .data import make_synthetic_dataset
 from .plan import format_table, plan_dataset
 

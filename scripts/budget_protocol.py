@@ -35,7 +35,7 @@ from benchmark_speed import command_line, machine_info, write_json  # noqa: E402
 from la_accuracy import run_logged  # noqa: E402
 from own_data_protocol import per_class  # noqa: E402
 
-from crln_monai.bundle.settings import run_command  # noqa: E402
+from crln_monai.overrides import run_command  # noqa: E402
 from crln_monai.plan import format_table, plan_dataset  # noqa: E402
 from crln_monai.plan.planner import parse_duration  # noqa: E402
 

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from crln_monai.bundle import ABLATION_LADDER, ablation_overrides
-from crln_monai.bundle.settings import run_command
+from crln_monai.overrides import run_command
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_speed import _sync, command_line, machine_info, write_json  # noqa: E402
@@ -251,7 +251,7 @@ def bundle_overrides(
     method: str, settings: dict[str, Any], data_dir: Path, run_dir: Path, epochs: int, epoch_length: int
 ) -> dict[str, Any]:
     """Overrides of ``bundles/la/configs/train.json`` for one method (Python values; the command line writes them
-    with ``crln_monai.bundle.settings.cli_value``)."""
+    with ``crln_monai.overrides.cli_value``)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}.")
     iterations = epochs * epoch_length

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_speed import command_line, machine_info, write_json  # noqa: E402
 from la_accuracy import run_logged  # noqa: E402
 
-from crln_monai.bundle.settings import run_command  # noqa: E402
+from crln_monai.overrides import run_command  # noqa: E402
 from crln_monai.data import make_synthetic_dataset  # noqa: E402
 from crln_monai.plan import format_table, plan_dataset  # noqa: E402
 

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 import bad_inputs
-from crln_monai.bundle.settings import run_command
+from crln_monai.overrides import run_command
 from bad_inputs import CASES, CONFIGS, ENTRY_POINTS, ISSUE_ITEMS, REPO, BadInput, Sandbox
 
 RUN = [c for c in CASES if c.setup is not None]

@@ -11,7 +11,7 @@ from ignite.engine import Engine
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from crln_monai.bundle.export import INFERENCE_TEMPLATE
-from crln_monai.bundle.settings import NETWORK_SETTING_KEYS, cli_value, override_key, settings_differences
+from crln_monai.overrides import NETWORK_SETTING_KEYS, cli_value, override_key, settings_differences
 from crln_monai.data import make_synthetic_dataset
 from crln_monai.handlers import CheckedCheckpointLoader, read_checkpoint, state_dict_mismatch
 from crln_monai.networks import CRLN, RectifiedPrediction

@@ -15,7 +15,6 @@ from crln_monai.data.convert import (
     BRATS19_TRAIN,
     BRATS19_VAL,
     BRATS_MODALITIES,
-    is_complete_nifti_gz,
     prepare_brats19,
     read_case_list,
 )

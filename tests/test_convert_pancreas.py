@@ -18,7 +18,6 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # 
 from crln_monai.data import semi_supervised_datalist  # noqa: E402
 from crln_monai.data.convert import (  # noqa: E402
     PANCREAS_CT_TEST,
-    is_complete_nifti_gz,
     prepare_pancreas_ct,
     read_case_list,
     read_dicom_series,

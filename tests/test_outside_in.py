@@ -28,7 +28,7 @@ import pytest
 from monai.bundle import ConfigWorkflow
 
 from bad_inputs import TINY, script_module
-from crln_monai.bundle.settings import run_command
+from crln_monai.overrides import run_command
 from crln_monai.data import check_cases, make_synthetic_dataset
 from crln_monai.plan import plan_dataset
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from crln_monai.bundle.settings import run_command
+from crln_monai.overrides import run_command
 from crln_monai.data import make_synthetic_dataset
 
 REPO = Path(__file__).resolve().parents[1]

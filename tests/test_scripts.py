@@ -148,7 +148,7 @@ def test_benchmark_sliding_window_synthetic(tmp_path):
 def test_cli_values_survive_fire_parsing():
     from fire.parser import DefaultParseValue
 
-    from crln_monai.bundle.settings import cli_value, run_command
+    from crln_monai.overrides import cli_value, run_command
 
     for value in (False, True, [64, 64, 32], 0.01, 3, "$torch.device('cpu')", "$None"):
         assert DefaultParseValue(cli_value(value, quote=False)) == value

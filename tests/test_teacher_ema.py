@@ -1,4 +1,4 @@
-"""Tests for crln_monai.handlers.TeacherEMA (docs/method.md#teacher-ema, A9)."""
+"""Tests for crln_monai.engines.TeacherEMA (docs/method.md#teacher-ema, A9)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from crln_monai.handlers.teacher_ema import TeacherEMA
+from crln_monai.engines import TeacherEMA
 
 
 class Rectifier(nn.Module):

@@ -152,3 +152,13 @@ def test_a_cuda_iteration_never_waits_for_the_device(amp_dtype):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert trainer.state.iteration == 3 and torch.isfinite(trainer.state.output["loss"]).item()
+
+
+def test_run_values_state_what_the_objects_hold():
+    trainer, _, _ = _trainer(use_unlabelled=False, cps=False, lr=0.03, rectify_start=7, seed=5)
+    values = trainer.run_values()  # before the run: the state's schedule is already set by the constructor
+    assert values == {
+        "max_epochs": 1, "epoch_length": 2, "labelled_batch_size": 2, "unlabelled_batch_size": None, "lr": 0.03,
+        "rectify_start": 7, "use_unlabelled": False, "use_dim": True, "use_cps": False, "seed": 5,
+    }  # fmt: skip
+    assert _trainer()[0].run_values()["use_cps"] is True

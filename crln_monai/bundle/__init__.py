@@ -1,4 +1,5 @@
-"""Bundle helpers: configuration schema and check, output-folder check, switch checks, offline metadata verification."""
+"""Bundle helpers: configuration schema and check, output-folder check, switch checks, offline metadata verification,
+and the config-facing calls that keep conditions out of bundle JSON."""
 
 from .ablation import ABLATION_LADDER, ablation_file, ablation_overrides
 from .check import check_config, plain_values
@@ -6,13 +7,20 @@ from .export import BundleExporter, export_bundle, export_name, inference_config
 from .flags import check_flags
 from .outputs import check_outputs
 from .schema import RELATIONS, SCHEMA, KeySpec, Relation
-from .settings import describe_differences, settings_differences
+from ..overrides import describe_differences, settings_differences
 from .verify import METADATA_SCHEMA, verify_bundle_metadata
+from .wiring import attach, default_device, epoch_step, predictions_dir, resume_objects, validation_evaluator
 
 __all__ = [
     "ABLATION_LADDER",
     "ablation_file",
     "ablation_overrides",
+    "attach",
+    "default_device",
+    "epoch_step",
+    "predictions_dir",
+    "resume_objects",
+    "validation_evaluator",
     "BundleExporter",
     "METADATA_SCHEMA",
     "RELATIONS",

@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 from collections.abc import Mapping
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -41,8 +40,9 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
+from ..data.datalist import export_name
 from ..io import atomic_write, staged_folder
-from .settings import cli_value, plain
+from ..overrides import cli_value, plain
 
 __all__ = [
     "INFERENCE_TEMPLATE", "BundleExporter", "export_bundle", "export_name", "inference_config", "model_card",
@@ -62,24 +62,6 @@ _CODE_LICENCE = (
     "The code that runs this bundle (crln-monai, MONAI, PyTorch) is licensed under the Apache License 2.0:\n"
     "https://www.apache.org/licenses/LICENSE-2.0\n"
 )
-
-
-def export_name(dataset_dir: str | os.PathLike, datalist_file: str = "dataset.json") -> str:
-    """The export folder's name: the data set json's ``name`` made file-safe, else the data folder's name.
-
-    ``"ACDC: cine-MRI / 2017"`` → ``"ACDC_cine-MRI_2017"``; a json that is missing, unreadable or without a usable
-    ``name`` gives ``Path(dataset_dir).name`` (``"data"`` if even that is empty).
-    """
-    name = ""
-    try:
-        meta = json.loads((Path(dataset_dir) / datalist_file).read_text())
-        name = str(meta.get("name", "")) if isinstance(meta, Mapping) else ""
-    except (OSError, ValueError):
-        pass
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")
-    if not safe:
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(dataset_dir).resolve().name).strip("._-")
-    return safe or "data"
 
 
 def inference_config(
@@ -423,7 +405,8 @@ class BundleExporter:
         dataset_dir: the data set folder (its json gives the name, modality and description).
         datalist_file: the data set json's file name in ``dataset_dir``.
         datalist: the run's datalist (``{"labelled": [...], ...}``); only the counts are used.
-        training: run values for the model card.
+        training: run values for the model card, over those the trainer states (its ``run_values()``, e.g.
+            :meth:`~crln_monai.engines.SemiSupervisedTrainer.run_values`) and the number of labelled cases.
         metadata: the source bundle's metadata (``@_meta_``).
         license_file: the bundle's ``LICENSE``, copied when it exists.
         validator: the validation evaluator, or ``None`` when the run has no validation split.
@@ -495,7 +478,10 @@ class BundleExporter:
         return {"validation": {metric: float(state.best_metric), "epoch": int(state.best_metric_epoch)}}
 
     def _training_values(self) -> dict[str, Any]:
-        values = dict(self.training)
+        values = {"num_labelled": self.counts["labelled"]} if "labelled" in self.counts else {}
+        if callable(getattr(self.trainer, "run_values", None)):
+            values.update(plain(self.trainer.run_values()))
+        values.update(self.training)
         if self.trainer is not None:
             iteration = int(self.trainer.state.iteration)
             if self.run_record is not None:

@@ -62,7 +62,8 @@ def check_outputs(folders: Mapping[str, str | os.PathLike]) -> None:
     """Create every folder (with its parents) and write and delete a probe file in it.
 
     Args:
-        folders: config key -> folder path, e.g. ``{"ckpt_dir": "models", "output_dir": "eval"}``.
+        folders: config key -> folder path, e.g. ``{"ckpt_dir": "models", "output_dir": "eval"}``; a ``None`` path
+            (an output the run does not write) is skipped.
 
     Raises:
         NotADirectoryError: a path (or one of its parents) is an existing file, naming the key and the path.
@@ -70,6 +71,8 @@ def check_outputs(folders: Mapping[str, str | os.PathLike]) -> None:
         OSError: any other failure to create or write, naming the key and the path.
     """
     for key, folder in folders.items():
+        if folder is None:
+            continue
         path = Path(folder)
         if path.exists() and not path.is_dir():
             raise NotADirectoryError(f"output folder {key}={str(path)!r} is an existing file, not a folder.")

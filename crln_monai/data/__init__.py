@@ -7,6 +7,7 @@ from .geometry import ResampleOutsideTrainingd, trained_geometry
 from .datalist import (
     DATALIST_KEYS,
     case_id_from_filename,
+    export_name,
     load_datalist_json,
     save_datalist_json,
     semi_supervised_datalist,
@@ -29,6 +30,7 @@ __all__ = [
     "case_id_from_filename",
     "check_cases",
     "evaluation_transforms",
+    "export_name",
     "inference_inputs",
     "is_segmentation",
     "load_datalist_json",

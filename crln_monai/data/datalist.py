@@ -37,6 +37,7 @@ from ..io import atomic_write
 __all__ = [
     "DATALIST_KEYS",
     "case_id_from_filename",
+    "export_name",
     "load_datalist_json",
     "save_datalist_json",
     "semi_supervised_datalist",
@@ -562,3 +563,21 @@ def load_datalist_json(path: str | os.PathLike) -> dict[str, list[dict]]:
         if not isinstance(items, list) or not all(isinstance(i, dict) and "image" in i for i in items):
             raise ValueError(f"{path}: '{key}' must be a list of objects with an 'image' key.")
     return data
+
+
+def export_name(dataset_dir: str | os.PathLike, datalist_file: str = "dataset.json") -> str:
+    """The export folder's name: the data set json's ``name`` made file-safe, else the data folder's name.
+
+    ``"ACDC: cine-MRI / 2017"`` → ``"ACDC_cine-MRI_2017"``; a json that is missing, unreadable or without a usable
+    ``name`` gives ``Path(dataset_dir).name`` (``"data"`` if even that is empty).
+    """
+    name = ""
+    try:
+        meta = json.loads((Path(dataset_dir) / datalist_file).read_text())
+        name = str(meta.get("name", "")) if isinstance(meta, Mapping) else ""
+    except (OSError, ValueError):
+        pass
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")
+    if not safe:
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(dataset_dir).resolve().name).strip("._-")
+    return safe or "data"

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import logging
 import os
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -25,6 +27,8 @@ __all__ = [
     "init_distributed",
     "is_distributed",
     "local_device",
+    "log_on_first_rank",
+    "on_first_rank",
     "wrap_ddp",
 ]
 
@@ -71,6 +75,21 @@ def init_distributed(timeout_minutes: float = 60.0) -> torch.device:
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
     return device
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def on_first_rank(value: Any, otherwise: Any = None) -> Any:
+    """``value`` on rank 0 (or without a process group), ``otherwise`` on the other ranks: what only one rank does
+    (the progress log, TensorBoard, the history file, validation's handlers) is configured through this call."""
+    return value if _rank() == 0 else otherwise
+
+
+def log_on_first_rank() -> None:
+    """The root logger at INFO on rank 0 and WARNING elsewhere, so one rank reports progress and all report faults."""
+    logging.getLogger().setLevel(on_first_rank(logging.INFO, logging.WARNING))
 
 
 def destroy_distributed() -> None:

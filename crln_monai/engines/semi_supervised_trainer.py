@@ -11,7 +11,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 from torch import nn
 
-from ..handlers.teacher_ema import TeacherEMA
+from .teacher_ema import TeacherEMA
 from ..losses import CPSLoss, PseudoLabelLoss, SegmentationLoss
 from ..networks.crln import CRLN
 from ..transforms import StrongAugment
@@ -151,6 +151,26 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         self._student_forward = torch.compile(network) if compile else network
         self._teacher_forward = torch.compile(teacher) if compile else teacher
         self._nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+
+    def run_values(self) -> dict[str, Any]:
+        """The run's schedule and switches as this trainer holds them, for the exported model card.
+
+        Read from the objects (the optimiser's initial learning rate, the sampler's unlabelled batch) so an export
+        states what ran, and a config need not list the values a second time.
+        """
+        sampler = getattr(self.data_loader, "batch_sampler", None)
+        return {
+            "max_epochs": int(self.state.max_epochs),
+            "epoch_length": int(self.state.epoch_length),
+            "labelled_batch_size": self.labelled_batch_size,
+            "unlabelled_batch_size": getattr(sampler, "unlabelled_batch_size", None),
+            "lr": self.optimizer.defaults.get("lr"),
+            "rectify_start": self.rectify_start,
+            "use_unlabelled": self.use_unlabelled,
+            "use_dim": self.use_dim,
+            "use_cps": self.cps_loss is not None,
+            "seed": self.seed,
+        }
 
     def reseed(self, epoch: int) -> None:
         """Reseed the device generator as a function of (seed, epoch), so that a resumed run repeats the same draws."""

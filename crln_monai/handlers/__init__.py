@@ -1,4 +1,4 @@
-"""Training-time handlers: teacher EMA, atomic checkpoints, per-epoch reseeding, the non-finite check, the run's record,
+"""Training-time handlers: atomic checkpoints, per-epoch reseeding, the non-finite check, the run's record,
 the run's ownership of its folders (lock, no fresh run over a finished one) and the resume checks of data and schedule."""
 
 from .checked_loader import (
@@ -20,12 +20,11 @@ from .run_start import on_run_start
 from .scalars import every, host_scalars
 from .seeding import EpochSeeder
 from .tensorboard import RunSummaryWriter
-from .teacher_ema import TeacherEMA
 
 __all__ = [
     "CheckedCheckpointLoader", "check_checkpoint", "checkpoint_geometry", "read_checkpoint", "resume_source",
     "state_dict_mismatch",
     "AtomicCheckpointSaver", "AtomicDiskSaver", "BestMetric", "EpochSeeder", "NonFiniteCheck", "RunGuard", "RunLock",
-    "RunLockedError", "RunProgress", "RunRecord", "RunSummaryWriter", "earlier_run_files", "TeacherEMA", "TrainingHistory", "atomic_save", "every", "host_scalars", "on_run_start",
+    "RunLockedError", "RunProgress", "RunRecord", "RunSummaryWriter", "earlier_run_files", "TrainingHistory", "atomic_save", "every", "host_scalars", "on_run_start",
     "plot_training_curves", "remove_stale_temporaries",
 ]  # fmt: skip

@@ -30,7 +30,7 @@ from ignite.handlers import Checkpoint
 from monai.handlers import CheckpointLoader
 from torch import nn
 
-from ..bundle.settings import describe_differences, settings_differences
+from ..overrides import describe_differences, settings_differences
 
 __all__ = [
     "CheckedCheckpointLoader",
@@ -127,19 +127,22 @@ def resume_source(resume: bool | str | None, default: str | os.PathLike) -> str 
     return str(resume)
 
 
-def check_checkpoint(path: str | os.PathLike, settings: Mapping[str, Any] | None, objects: Sequence[str]) -> None:
+def check_checkpoint(
+    path: str | os.PathLike | None, settings: Mapping[str, Any] | None, objects: Sequence[str]
+) -> None:
     """Refuse a checkpoint before any work: unreadable, trained with other ``settings``, or without the ``objects``
     a run will load from it — :meth:`CheckedCheckpointLoader.check` without the objects themselves.
 
     Meant for a run list ahead of the data loading, e.g. ``--resume True`` with a missing, broken or foreign
     ``resume.pt`` is then refused before the cache fills instead of when the trainer starts (building the objects
     would build the data set); the loader repeats the checks when it loads. Returns nothing, so the run list keeps
-    no copy of the weights.
+    no copy of the weights. ``path=None`` (a fresh run) checks nothing.
 
     Raises:
         FileNotFoundError, CheckpointError: as :meth:`CheckedCheckpointLoader.check`.
     """
-    CheckedCheckpointLoader(path, dict.fromkeys(objects), settings, map_location="cpu").check()
+    if path is not None:
+        CheckedCheckpointLoader(path, dict.fromkeys(objects), settings, map_location="cpu").check()
 
 
 def _names(keys: list[str]) -> str:

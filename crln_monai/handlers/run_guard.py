@@ -32,6 +32,7 @@ from pathlib import Path
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
 
+from ..data.datalist import export_name
 from .run_lock import RunLock
 
 __all__ = ["RUN_FILES", "RunGuard", "earlier_run_files"]
@@ -101,8 +102,6 @@ class RunGuard:
         overwrite: bool = False,
         rank: int = 0,
     ) -> None:
-        from ..bundle.export import export_name  # the bundle package imports the handlers
-
         self.ckpt_dir, self.output_dir = Path(ckpt_dir), Path(output_dir)
         self.export_path = Path(export_dir) / export_name(dataset_dir, datalist_file)
         self.resume = resume

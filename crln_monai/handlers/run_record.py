@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from ..bundle.settings import cli_value
+from ..overrides import cli_value
 
 __all__ = ["SPLITS", "RunRecord", "case_differences", "training_cases"]
 

@@ -1,4 +1,5 @@
-"""The settings a training checkpoint carries, compared with a config's, and the overrides that reconcile them.
+"""The settings a training checkpoint carries, compared with a config's, and the ``--key value`` overrides that
+reconcile them; the ``monai.bundle`` command lines built from such overrides.
 
 Training checkpoints hold ``{"model": state_dict, "settings": {"network": ..., "preprocessing": ...,
 "class_names": [...]}}`` (the bundle's ``settings`` key: ``network_settings`` are :class:`~crln_monai.networks.CRLN`'s
