@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .overrides import run_command
 from .data import make_synthetic_dataset
+from .overrides import run_command
 from .plan import format_table, plan_dataset
 
 __all__ = ["DEMO", "main"]

@@ -8,6 +8,7 @@ predictions are the original's with the axes moved, written on the twin's own gr
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -20,27 +21,15 @@ from crln_monai.data import make_synthetic_dataset
 from crln_monai.plan import plan_dataset
 
 REPO = Path(__file__).resolve().parents[1]
+_SPEC = importlib.util.spec_from_file_location("thick_axis_twin_script", REPO / "scripts" / "thick_axis_twin.py")
+_SCRIPT = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(_SCRIPT)
 CONFIGS = REPO / "bundles" / "custom" / "configs"
 FAST = {
     "num_prototypes": 2, "num_queries": 8, "num_negatives": 16, "num_workers": 0, "log_interval": 1,
     "max_epochs": 1, "epoch_length": 2, "device": "$torch.device('cpu')", "deterministic": True,
     "labelled_batch_size": 2, "unlabelled_batch_size": 2,
 }  # fmt: skip
-
-
-def _twin(original: Path, twin: Path) -> Path:
-    """The data set with the slice axis first and made the world's x axis."""
-    for path in original.rglob("*.nii.gz"):
-        image = nib.load(str(path))
-        array = np.moveaxis(np.asarray(image.dataobj), 2, 0)
-        zooms = image.header.get_zooms()[:3]
-        target = twin / path.relative_to(original)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        nib.save(nib.Nifti1Image(array, np.diag([zooms[2], zooms[0], zooms[1], 1.0])), str(target))
-    meta = json.loads((original / "dataset.json").read_text())
-    meta.pop("synthetic", None)
-    (twin / "dataset.json").write_text(json.dumps(meta))
-    return twin
 
 
 def _train_and_infer(data: Path, root: Path, test_images: list[Path]) -> tuple[dict, Path]:
@@ -70,7 +59,7 @@ def test_twin_with_the_thick_axis_first_gives_the_same_segmentation(tmp_path):
         tmp_path / "axial", num_cases=10, num_test=2, shape=(48, 40, 8), spacing=(1.0, 1.0, 5.0),
         with_unlabelled_labels=False,
     )  # fmt: skip
-    twin = _twin(original, tmp_path / "sagittal")
+    twin = _SCRIPT.thick_first_twin(original, tmp_path / "sagittal")
     tests = ["imagesTr/case_008.nii.gz", "imagesTr/case_009.nii.gz"]
     plan_a, out_a = _train_and_infer(original, tmp_path / "a", [original / t for t in tests])
     plan_b, out_b = _train_and_infer(twin, tmp_path / "b", [twin / t for t in tests])

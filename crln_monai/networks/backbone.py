@@ -95,6 +95,32 @@ def resolve_out_channels(owner: str, num_classes: int | None, out_channels: int 
     return default if value is None else value
 
 
+def configure_backbone(
+    module: nn.Module,
+    in_channels: object,
+    num_classes: int | None,
+    out_channels: int | None,
+    strides: Strides | None,
+    spatial_dims: int = 3,
+) -> str:
+    """Check and set what every backbone holds: ``in_channels``, ``num_classes`` (or MONAI's ``out_channels``),
+    ``strides`` (per level, per axis, for ``module.num_levels`` levels) and ``size_divisor``.
+
+    Returns:
+        the class name, for the backbone's own argument checks.
+
+    Raises:
+        ValueError: as :func:`resolve_out_channels`, :func:`check_positive_int` and :func:`normalise_strides`.
+    """
+    owner = type(module).__name__
+    num_classes = resolve_out_channels(owner, num_classes, out_channels)
+    module.in_channels = check_positive_int(owner, "in_channels", in_channels)
+    module.num_classes = check_positive_int(owner, "num_classes", num_classes)
+    module.strides = normalise_strides(strides, module.num_levels, owner, spatial_dims=spatial_dims)
+    module.size_divisor = size_divisor(module.strides)
+    return owner
+
+
 def normalise_strides(
     strides: Strides | None, num_levels: int, owner: str, spatial_dims: int = 3
 ) -> tuple[tuple[int, ...], ...]:

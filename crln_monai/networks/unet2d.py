@@ -17,12 +17,10 @@ from .backbone import (
     BackboneOutput,
     Strides,
     check_backbone_input,
+    configure_backbone,
     check_positive_int,
     check_probability,
     init_backbone_weights,
-    normalise_strides,
-    resolve_out_channels,
-    size_divisor,
 )
 
 __all__ = ["UNet2D"]
@@ -101,16 +99,10 @@ class UNet2D(nn.Module):
         out_channels: int | None = None,
     ) -> None:
         super().__init__()
-        owner = type(self).__name__
-        num_classes = resolve_out_channels(owner, num_classes, out_channels)
-        in_channels = check_positive_int(owner, "in_channels", in_channels)
-        num_classes = check_positive_int(owner, "num_classes", num_classes)
+        owner = configure_backbone(self, in_channels, num_classes, out_channels, strides, spatial_dims=2)
+        in_channels, num_classes = self.in_channels, self.num_classes
         n = check_positive_int(owner, "base_filters", base_filters)
         dropout = check_probability(owner, "dropout", dropout)
-        self.strides = normalise_strides(strides, self.num_levels, owner, spatial_dims=2)
-        self.size_divisor = size_divisor(self.strides)
-        self.in_channels = in_channels
-        self.num_classes = num_classes
         widths = [n * 2**i for i in range(5)]
         self.feature_channels: tuple[int, int, int] = (widths[2], widths[1], widths[0])
         rates = [rate * dropout / 0.5 for rate in ENCODER_DROPOUT]

@@ -16,12 +16,10 @@ from .backbone import (
     BackboneOutput,
     Strides,
     check_backbone_input,
+    configure_backbone,
     check_positive_int,
     check_probability,
     init_backbone_weights,
-    normalise_strides,
-    resolve_out_channels,
-    size_divisor,
 )
 
 __all__ = ["UNet3D"]
@@ -110,19 +108,13 @@ class UNet3D(nn.Module):
         out_channels: int | None = None,
     ) -> None:
         super().__init__()
-        owner = type(self).__name__
-        num_classes = resolve_out_channels(owner, num_classes, out_channels)
-        in_channels = check_positive_int(owner, "in_channels", in_channels)
-        num_classes = check_positive_int(owner, "num_classes", num_classes)
+        owner = configure_backbone(self, in_channels, num_classes, out_channels, strides)
+        in_channels, num_classes = self.in_channels, self.num_classes
         feature_scale = check_positive_int(owner, "feature_scale", feature_scale)
         if 64 % feature_scale:
             raise ValueError(f"{owner}: feature_scale must divide 64 (1, 2, 4, …, 64), got {feature_scale}")
         dropout = check_probability(owner, "dropout", dropout)
-        self.strides = normalise_strides(strides, self.num_levels, owner)
-        self.size_divisor = size_divisor(self.strides)
         f = [width // feature_scale for width in (64, 128, 256, 512, 1024)]
-        self.in_channels = in_channels
-        self.num_classes = num_classes
         self.feature_channels: tuple[int, int, int] = (f[2], f[1], f[0])
         s1, s2, s3, s4 = self.strides
 

@@ -15,12 +15,10 @@ from .backbone import (
     BackboneOutput,
     Strides,
     check_backbone_input,
+    configure_backbone,
     check_positive_int,
     check_probability,
     init_backbone_weights,
-    normalise_strides,
-    resolve_out_channels,
-    size_divisor,
 )
 
 __all__ = ["VNet"]
@@ -106,18 +104,12 @@ class VNet(nn.Module):
         out_channels: int | None = None,
     ) -> None:
         super().__init__()
-        owner = type(self).__name__
-        num_classes = resolve_out_channels(owner, num_classes, out_channels)
-        in_channels = check_positive_int(owner, "in_channels", in_channels)
-        num_classes = check_positive_int(owner, "num_classes", num_classes)
+        owner = configure_backbone(self, in_channels, num_classes, out_channels, strides)
+        in_channels, num_classes = self.in_channels, self.num_classes
         n = check_positive_int(owner, "base_filters", base_filters)
         dropout = check_probability(owner, "dropout", dropout)
         if norm not in _NORMS:
             raise ValueError(f"{owner}: norm must be one of {_NORMS}, got {norm!r}")
-        self.strides = normalise_strides(strides, self.num_levels, owner)
-        self.size_divisor = size_divisor(self.strides)
-        self.in_channels = in_channels
-        self.num_classes = num_classes
         self.feature_channels: tuple[int, int, int] = (4 * n, 2 * n, n)
         s1, s2, s3, s4 = self.strides
 
