@@ -785,9 +785,12 @@ def _degenerate_affine(path: Path) -> None:
     nib.save(nib.Nifti1Image(data, None, header), str(path))
 
 
-def _uncompressed_twin(sb: Sandbox) -> None:
-    """``case_005.nii`` beside ``case_005.nii.gz`` (a decompressed copy): two inputs, one output name."""
-    (sb.inputs / "case_005.nii").write_bytes(gzip.decompress((sb.inputs / "case_005.nii.gz").read_bytes()))
+def _same_name_in_two_folders(sb: Sandbox) -> None:
+    """``--input`` two folders that both hold ``case_005.nii.gz``: two inputs, one output name."""
+    other = sb.inputs.parent / "inputs_again"
+    other.mkdir()
+    shutil.copy(sb.inputs / "case_005.nii.gz", other / "case_005.nii.gz")
+    sb.overrides["input"] = [str(sb.inputs), str(other)]
 
 
 def _own_label_maps(sb: Sandbox, names=("case_004", "case_005")) -> list[Path]:
@@ -864,10 +867,11 @@ _INFERENCE = [
            r"config key 'device' must be .* that exists here .*got 'cuda:99'", (4,)),
     _infer("infer-unknown-key", "misspelt `--inputs`", _set(inputs="x"),
            r"unknown config key 'inputs' \(did you mean 'input'", (4,)),
-    _infer("infer-inputs-one-case-name", "`a.nii` and `a.nii.gz` in one input folder (both would be `a_seg.nii.gz`)",
-           _uncompressed_twin,
-           r"inputs {run}/inputs/case_005\.nii and {run}/inputs/case_005\.nii\.gz are both case 'case_005' and would "
-           r"both be written to {run}/predictions/case_005_seg\.nii\.gz; expected one input per case name", (8,)),
+    _infer("infer-inputs-one-case-name", "`--input` two folders that both hold `case_005.nii.gz` (both would be "
+           "`case_005_seg.nii.gz`)", _same_name_in_two_folders,
+           r"inputs {run}/inputs/case_005\.nii\.gz and {run}/inputs_again/case_005\.nii\.gz are both case 'case_005' "
+           r"and would both be written to {run}/predictions/case_005_seg\.nii\.gz; expected one input per case name",
+           (8,)),
     _infer("infer-output-overwrites-input", "`--output_dir` = the input folder, which holds the user's own "
            "`case_004_seg.nii.gz`", _steps(lambda sb: shutil.copy(sb.inputs / "case_004.nii.gz",
                                                                   sb.inputs / "case_004_seg.nii.gz"),

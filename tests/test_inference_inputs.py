@@ -54,6 +54,11 @@ def test_one_output_per_case_name(tmp_path):
     _image(tmp_path / "p3" / "b_0000.nii.gz")
     with pytest.raises(ValueError, match=r"b_0000\.nii and .*b_0000\.nii\.gz are both case 'b'"):
         inference_inputs(tmp_path / "p3", tmp_path / "out")
+    plain, packed = _image(tmp_path / "p4" / "a.nii"), _image(tmp_path / "p4" / "a.nii.gz")  # names differ in the ending
+    single = _image(tmp_path / "p4" / "c.nii.gz")
+    assert inference_inputs(tmp_path / "p4", tmp_path / "out") == [
+        {"image": plain, "case": "a_nii"}, {"image": packed, "case": "a_nii_gz"}, {"image": single, "case": "c"}
+    ]  # fmt: skip
 
 
 def test_hidden_files_are_left_out(tmp_path):

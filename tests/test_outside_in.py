@@ -178,17 +178,26 @@ def test_inference_on_unusual_inputs_in_their_own_folder_twice(toy_bundle, tmp_p
 
 
 @pytest.mark.slow
-def test_two_inputs_with_one_case_name_are_refused_before_any_work(toy_bundle, tmp_path):
+def test_inputs_named_alike_get_one_output_each_and_a_shared_file_name_is_refused(toy_bundle, tmp_path):
     bundle, data = toy_bundle
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copy(data / "imagesTr" / "case_005.nii.gz", folder / "a.nii.gz")
     (folder / "a.nii").write_bytes(gzip.decompress((folder / "a.nii.gz").read_bytes()))  # the same scan, unpacked
-    before = _snapshot(tmp_path)
     result = _infer(bundle, folder, tmp_path / "out")
-    line = _refused(result, 1, r"inputs .*a\.nii and .*a\.nii\.gz are both case 'a'")
-    assert str(tmp_path / "out" / "a_seg.nii.gz") in line
-    assert _snapshot(tmp_path) == before and not (tmp_path / "out").exists()
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_nii_gz_seg.nii.gz", "a_nii_seg.nii.gz"]
+    gz, plain = (np.asarray(nib.load(tmp_path / "out" / f"a_{e}_seg.nii.gz").dataobj) for e in ("nii_gz", "nii"))
+    assert np.array_equal(gz, plain)  # the same scan twice: the same prediction under two names
+
+    other = tmp_path / "in_again"  # a.nii.gz in two folders: one file name, one output; refused before any work
+    other.mkdir()
+    shutil.copy(folder / "a.nii.gz", other / "a.nii.gz")
+    before = _snapshot(tmp_path)
+    result = _infer(bundle, [folder / "a.nii.gz", other / "a.nii.gz"], tmp_path / "out2")
+    line = _refused(result, 1, r"inputs .*in/a\.nii\.gz and .*in_again/a\.nii\.gz are both case 'a'")
+    assert str(tmp_path / "out2" / "a_seg.nii.gz") in line
+    assert _snapshot(tmp_path) == before and not (tmp_path / "out2").exists()
 
 
 @pytest.mark.slow

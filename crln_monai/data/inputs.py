@@ -14,8 +14,10 @@ file of each input case.
 Case ids are file names without the ending (``a.nii.gz`` → ``a``). nnU-Net test folders (``<case>_0000.nii.gz``,
 ``<case>_0001.nii.gz``, ...) are grouped into one case per ``<case>`` as the data set reader groups them
 (:func:`crln_monai.data.case_id_from_filename` with ``strip_channel``): when every file of the inputs carries a
-channel suffix and each case's channels are ``0 .. n-1``. Two inputs with one case id (``a.nii`` and ``a.nii.gz``,
-or ``p1/scan.nii.gz`` and ``p2/scan.nii.gz``) would write one output: they are refused, naming both, before any work.
+channel suffix and each case's channels are ``0 .. n-1``. Files whose names differ only in the ending (``a.nii``
+beside ``a.nii.gz``) are named with it (cases ``a_nii`` and ``a_nii_gz``: one output per input); two inputs that
+share the whole file name (``p1/scan.nii.gz`` and ``p2/scan.nii.gz``) would write one output and are refused,
+naming both, before any work.
 """
 
 from __future__ import annotations
@@ -126,7 +128,20 @@ def _cases(files: list[str], in_channels: int | None, output_dir: str | os.PathL
                 f"input case {gap!r} has the channel files {names} (channels {sorted(groups[gap])}); expected "
                 f"{gap}_0000 .. {gap}_{in_channels - 1:04d} (nnU-Net naming, in_channels={in_channels})."
             )
-    return [{"image": path, "case": case_id_from_filename(path)} for path in files]
+    return [{"image": path, "case": case} for path, case in zip(files, _case_names(files))]
+
+
+def _case_names(files: list[str]) -> list[str]:
+    """Case ids of single files; where files of one id differ in their ending, the ending joins the id."""
+    ids = [case_id_from_filename(path) for path in files]
+    names = list(ids)
+    for case in {c for c in ids if ids.count(c) > 1}:
+        clashing = [i for i, c in enumerate(ids) if c == case]
+        if len({Path(files[i]).name for i in clashing}) == len(clashing):  # a.nii beside a.nii.gz
+            for i in clashing:
+                names[i] = Path(files[i]).name.replace(".", "_")
+            logger.info(f"inputs {', '.join(files[i] for i in clashing)} share case {case!r}: named by their ending")
+    return names
 
 
 def _check_outputs(items: list[dict[str, Any]], output_dir: str | os.PathLike) -> None:
@@ -176,7 +191,7 @@ def inference_inputs(
 
     Raises:
         FileNotFoundError: a named path does not exist; a folder holds no NIfTI file, or only label maps of ours.
-        ValueError: a named file is not NIfTI or is one of our label maps; two inputs share a case id (one output);
+        ValueError: a named file is not NIfTI or is one of our label maps; two inputs share a file name (one output);
             an output would overwrite an input or a file not written by this package; incomplete nnU-Net channels.
     """
     images: list[str] = []
