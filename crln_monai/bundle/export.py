@@ -55,8 +55,10 @@ INFERENCE_TEMPLATE = Path(__file__).with_name("inference.json")
 """The inference wiring shared by the shipped bundles (layered on their ``train.json``) and every export."""
 
 _SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json"
-_DEVICE = "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')"
-_IMPORTS = ["$import os", "$import crln_monai", "$import crln_monai.data", "$import crln_monai.networks"]
+_DEVICE = "$crln_monai.bundle.default_device()"
+_IMPORTS = [
+    "$import os", "$import crln_monai", "$import crln_monai.bundle", "$import crln_monai.data", "$import crln_monai.networks",
+]  # fmt: skip
 _PACKAGES = ("crln-monai", "nibabel", "pytorch-ignite")  # what the exported inference imports beyond MONAI/torch
 _CODE_LICENCE = (
     "The code that runs this bundle (crln-monai, MONAI, PyTorch) is licensed under the Apache License 2.0:\n"
