@@ -57,7 +57,8 @@ INFERENCE_TEMPLATE = Path(__file__).with_name("inference.json")
 _SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json"
 _DEVICE = "$crln_monai.bundle.default_device()"
 _IMPORTS = [
-    "$import os", "$import crln_monai", "$import crln_monai.bundle", "$import crln_monai.data", "$import crln_monai.networks",
+    "$import os", "$import crln_monai", "$import crln_monai.bundle", "$import crln_monai.data",
+    "$import crln_monai.networks",
 ]  # fmt: skip
 _PACKAGES = ("crln-monai", "nibabel", "pytorch-ignite")  # what the exported inference imports beyond MONAI/torch
 _CODE_LICENCE = (

@@ -11,7 +11,6 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 from torch import nn
 
-from .teacher_ema import TeacherEMA
 from ..losses import CPSLoss, PseudoLabelLoss, SegmentationLoss
 from ..networks.crln import CRLN
 from ..transforms import StrongAugment
@@ -21,6 +20,7 @@ from ..utils import unwrap_model as _unwrap
 from .distributed import all_reduce_mean_, any_across_ranks, batchnorm_statistics, is_distributed
 from .outputs import PSEUDO_LABEL_QUALITY
 from .pseudo_label_quality import confident_share, pseudo_label_dice
+from .teacher_ema import TeacherEMA
 
 __all__ = ["SemiSupervisedTrainer"]
 

@@ -1,5 +1,5 @@
-"""Training-time handlers: atomic checkpoints, per-epoch reseeding, the non-finite check, the run's record,
-the run's ownership of its folders (lock, no fresh run over a finished one) and the resume checks of data and schedule."""
+"""Training-time handlers: atomic checkpoints, per-epoch reseeding, the non-finite check, the run's record, the
+run's ownership of its folders (lock, no fresh run over a finished one) and the resume checks of data and schedule."""
 
 from .checked_loader import (
     CheckedCheckpointLoader,
@@ -25,6 +25,7 @@ __all__ = [
     "CheckedCheckpointLoader", "check_checkpoint", "checkpoint_geometry", "read_checkpoint", "resume_source",
     "state_dict_mismatch",
     "AtomicCheckpointSaver", "AtomicDiskSaver", "BestMetric", "EpochSeeder", "NonFiniteCheck", "RunGuard", "RunLock",
-    "RunLockedError", "RunProgress", "RunRecord", "RunSummaryWriter", "earlier_run_files", "TrainingHistory", "atomic_save", "every", "host_scalars", "on_run_start",
+    "RunLockedError", "RunProgress", "RunRecord", "RunSummaryWriter", "TrainingHistory", "atomic_save",
+    "earlier_run_files", "every", "host_scalars", "on_run_start",
     "plot_training_curves", "remove_stale_temporaries",
 ]  # fmt: skip
