@@ -32,7 +32,7 @@ from .data import make_synthetic_dataset
 from .overrides import run_command
 from .plan import format_table, plan_dataset
 
-__all__ = ["DEMO", "main"]
+__all__ = ["DEMO", "main", "per_case_dice"]
 
 #: The demo's data, plan budget and runs.
 DEMO: dict[str, Any] = {
@@ -84,7 +84,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _per_case(run_dir: Path) -> dict[str, float]:
+def per_case_dice(run_dir: Path) -> dict[str, float]:
     """Test Dice per case from the report's ``per_case.csv``, averaged over the foreground classes."""
     import csv
 
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         evaluate = run_command("evaluating", files + [configs / "evaluate.json"], runtime, bundle_root=run_dir)
         seconds += _run(evaluate, run_dir / "evaluate.log", bundle)
         summary = _summary(run_dir)
-        results[name] = {"summary": summary, "per_case": _per_case(run_dir), "seconds": seconds}
+        results[name] = {"summary": summary, "per_case": per_case_dice(run_dir), "seconds": seconds}
         print(f"{name}: test Dice {100 * summary['metrics']['dice']['mean']:.2f} % ({seconds:.0f} s)", flush=True)
     print(f"\nTest cases of {data} ({time.perf_counter() - start:.0f} s in all):\n")
     print(table(results))

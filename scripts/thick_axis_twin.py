@@ -15,7 +15,6 @@ Example (the demo's data, 300 iterations)::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from la_accuracy import run_logged  # noqa: E402
 from own_data_protocol import per_class  # noqa: E402
 
 from crln_monai.data import make_synthetic_dataset  # noqa: E402
-from crln_monai.demo import DEMO  # noqa: E402
+from crln_monai.demo import DEMO, per_case_dice  # noqa: E402
 from crln_monai.overrides import run_command  # noqa: E402
 from crln_monai.plan import plan_dataset  # noqa: E402
 
@@ -54,11 +53,6 @@ def thick_first_twin(original: Path, twin: Path) -> Path:
     return twin
 
 
-def _per_case(run_dir: Path) -> dict[str, float]:
-    with open(run_dir / "eval" / "per_case.csv", newline="") as f:
-        return {row["case"]: float(row["dice"]) for row in csv.DictReader(f)}
-
-
 def _run(name: str, data: Path, work: Path, iterations: int, num_labelled: int) -> dict[str, Any]:
     plan = plan_dataset(data, num_labelled=num_labelled, iterations=iterations, device="cpu")
     plan_file = work / f"{name}_plan.json"
@@ -72,7 +66,7 @@ def _run(name: str, data: Path, work: Path, iterations: int, num_labelled: int) 
     summary = json.loads((run_dir / "eval" / "summary.json").read_text())
     keys = ("orientation", "backbone", "patch_size", "strides", "target_spacing")
     return {"plan": {k: plan.overrides[k] for k in keys}, "classes": per_class(summary),
-            "per_case": _per_case(run_dir), "seconds": seconds}  # fmt: skip
+            "per_case": per_case_dice(run_dir), "seconds": seconds}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
