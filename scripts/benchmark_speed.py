@@ -4,7 +4,7 @@
 Both methods are the LA bundle's trainer, built as users build it: ``monai.bundle.ConfigWorkflow`` over
 ``bundles/la/configs/train.json`` plus the ablation file of the method (``configs/ablation/crln_full.json`` for
 CRLN, ``configs/ablation/mean_teacher.json`` for the mean teacher; :func:`build_trainer` takes any rung of
-``crln_monai.bundle.ABLATION_LADDER``), so every hyper-parameter comes from the bundle. The benchmark overrides only
+``crln_monai.workflow.ABLATION_LADDER``), so every hyper-parameter comes from the bundle. The benchmark overrides only
 what it must: the patch, device, precision and compilation, batch 2 + 2, the seed, rectification active from
 iteration 1 (``rectify_start=0``), a temporary ``bundle_root``, no dataset (``datalist`` empty, no validation) and,
 of the trainer's handlers, only the LR schedulers and the non-finite check. The trainer runs on a list of pre-made
@@ -280,7 +280,7 @@ def rung(method: str) -> str:
     Raises:
         ValueError: neither.
     """
-    from crln_monai.bundle import ABLATION_LADDER
+    from crln_monai.workflow import ABLATION_LADDER
 
     name = METHODS.get(method, method)
     if name not in ABLATION_LADDER:
@@ -289,7 +289,7 @@ def rung(method: str) -> str:
 
 
 def _config_files(method: str) -> list[str]:
-    from crln_monai.bundle import ablation_file
+    from crln_monai.workflow import ablation_file
 
     return [str(TRAIN_CONFIG), str(ablation_file(BUNDLE, rung(method)))]
 

@@ -61,6 +61,7 @@ def _crln_run(name: str, plan: Any, work: Path, runtime: dict[str, Any]) -> dict
         "backbone": out["backbone"], "patch_size": out["patch_size"],
         "batch": [out["labelled_batch_size"], out["unlabelled_batch_size"]],
         "iterations": out["max_epochs"] * out["epoch_length"], "lr": out["lr"],
+        "supervised_iterations": out.get("supervised_iterations", 0),
         "optimizer_kind": out.get("optimizer_kind", "sgd"), "train_seconds": seconds,
         "expected_seconds": plan.expected_seconds,
         "estimate_error": None if not plan.expected_seconds else seconds / plan.expected_seconds - 1,
@@ -90,6 +91,8 @@ def markdown(payload: dict[str, Any]) -> str:
         else:
             config = f"CRLN {r['backbone']} {r['patch_size']} × {r['batch']}"
             steps = r["iterations"]
+            if r.get("supervised_iterations"):
+                steps = f"{steps} ({r['supervised_iterations']} burn-in)"
             expected = f" ({r['expected_seconds']:.0f}, {100 * r['estimate_error']:+.0f} %)" if r["expected_seconds"] else ""
             seconds = f"{r['train_seconds']:.0f}{expected}"
         lines.append(f"| {run} | {config} | {steps} | {seconds} | " + " | ".join(cells) + f" | {empties} |")

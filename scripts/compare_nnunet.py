@@ -759,17 +759,17 @@ def _data_description(data: Path, split: Mapping[str, Any]) -> dict[str, Any]:
 
 def _dataset_meta(data: Path, datalist_file: str, split: Mapping[str, Any]) -> tuple[str, list[str], list[str] | None]:
     """Name, class names (background first) and channel names of a folder, as the plan reads them."""
-    from crln_monai.plan.survey import PlanError, read_dataset_json
+    from crln_monai.data.dataset import read_dataset
 
     try:
-        meta = read_dataset_json(data, datalist_file)
-    except PlanError as e:
+        meta = read_dataset(data, datalist_file, cases=False)
+        class_names, modalities = meta.class_names, meta.modalities
+    except ValueError as e:
         raise CompareError(str(e)) from e
-    class_names = meta.class_names
     if class_names is None:
         top = max(int(np.asanyarray(nib.load(i["label"]).dataobj).max()) for i in split["labelled"])
         class_names = ["background"] + [f"class_{c}" for c in range(1, max(top, 1) + 1)]
-    return meta.name, list(class_names), meta.modalities
+    return meta.name, list(class_names), modalities
 
 
 def run_nnunet(

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crln_monai.bundle import ABLATION_LADDER, ablation_overrides
+from crln_monai.workflow import ABLATION_LADDER, ablation_overrides
 from crln_monai.overrides import run_command
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from crln_monai.bundle import ABLATION_LADDER
+from crln_monai.workflow import ABLATION_LADDER
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_speed import (  # noqa: E402

@@ -313,7 +313,7 @@ _TRAINING_CONFIG = [
             r"unknown config key 'unlabeled_batch_size' \(did you mean 'unlabelled_batch_size'", (4,),
             unlabeled_batch_size=2),
     _config("train-unknown-key-unlike", "training", "override of a key that does not exist at all (`--zzz 1`)",
-            r"unknown config key 'zzz' \(no similar key; the known keys are crln_monai\.bundle\.schema\.SCHEMA\)",
+            r"unknown config key 'zzz' \(no similar key; the known keys are crln_monai\.workflow\.schema\.SCHEMA\)",
             (4,), zzz=1),
     _config("train-lambda-u-negative", "training", "out-of-range weight `--lambda_u -1`",
             _range("lambda_u", -1, "a number >= 0"), (4,), lambda_u=-1),

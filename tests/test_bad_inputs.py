@@ -211,7 +211,7 @@ def _names() -> set[str]:
     file."""
     import inspect
 
-    from crln_monai.bundle import SCHEMA
+    from crln_monai.workflow import SCHEMA
     from crln_monai.data import convert
     from crln_monai.plan.__main__ import _parser as plan_parser
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from crln_monai.bundle import verify_bundle_metadata
+from crln_monai.workflow import verify_bundle_metadata
 from crln_monai.data import make_synthetic_dataset
 from crln_monai.plan.__main__ import main as plan_main
 

@@ -15,7 +15,7 @@ from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from crln_monai.bundle import verify_bundle_metadata
+from crln_monai.workflow import verify_bundle_metadata
 from crln_monai.data import make_synthetic_dataset
 
 REPO = Path(__file__).resolve().parents[1]

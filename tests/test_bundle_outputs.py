@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from monai.bundle import ConfigWorkflow
 
-from crln_monai.bundle import check_outputs
+from crln_monai.workflow import check_outputs
 from crln_monai.data import make_synthetic_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def test_a_folder_that_cannot_be_written_is_named(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("crln_monai.bundle.outputs.tempfile.mkstemp", refuse)
+    monkeypatch.setattr("crln_monai.workflow.outputs.tempfile.mkstemp", refuse)
     with pytest.raises(PermissionError, match=r"^output folder output_dir='.*eval' is not writable \(Permission denied\)"):
         check_outputs({"output_dir": tmp_path / "eval"})
 

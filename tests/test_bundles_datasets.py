@@ -13,7 +13,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 from monai.transforms import Flipd, RandRotate90d, RandScaleIntensityd
 
-from crln_monai.bundle import verify_bundle_metadata
+from crln_monai.workflow import verify_bundle_metadata
 from crln_monai.data import make_synthetic_dataset
 from crln_monai.networks.unet3d import UNet3D
 from crln_monai.networks.vnet import VNet

@@ -10,7 +10,7 @@ import torch
 from ignite.engine import Engine
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from crln_monai.bundle.export import INFERENCE_TEMPLATE
+from crln_monai.workflow.export import INFERENCE_TEMPLATE
 from crln_monai.overrides import NETWORK_SETTING_KEYS, cli_value, override_key, settings_differences
 from crln_monai.data import make_synthetic_dataset
 from crln_monai.handlers import CheckedCheckpointLoader, read_checkpoint, state_dict_mismatch

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from monai.bundle import ConfigParser
 
-from crln_monai.bundle import SCHEMA, check_config
+from crln_monai.workflow import SCHEMA, check_config
 from crln_monai.networks.rectifier import RECTIFIER_MODES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def _error(config) -> str:
 def _config_files():
     """Every hand-written bundle config, override files and the library's config templates included (the generated
     bundle configs are copies of bundles/la, checked by sync_bundles)."""
-    paths = sorted(REPO.glob("bundles/*/configs/**/*.json")) + sorted(REPO.glob("crln_monai/bundle/*.json"))
+    paths = sorted(REPO.glob("bundles/*/configs/**/*.json")) + sorted(REPO.glob("crln_monai/workflow/*.json"))
     for path in paths:
         config = json.loads(path.read_text())
         if path.name not in ("metadata.json", "metadata_schema.json") and "_generated_" not in config:
@@ -74,7 +74,7 @@ def test_the_bundle_configs_pass_and_only_plain_values_are_resolved(bundle, name
 
 def test_initialize_checks_the_config_first():
     for names in (("train",), ("train", "evaluate", "demo"), ("train", "inference"), ("train", "multi_gpu_train")):
-        assert _parser(*names)["initialize"][0] == "$crln_monai.bundle.check_config()", names
+        assert _parser(*names)["initialize"][0] == "$crln_monai.workflow.check_config()", names
 
 
 def test_unknown_key_is_refused_with_the_closest_known_keys():

@@ -13,7 +13,7 @@ import torch
 from monai.apps.utils import HashCheckError
 from monai.bundle import ConfigParser, ConfigWorkflow, download_large_files
 
-from crln_monai.bundle import export_bundle, export_name, verify_bundle_metadata
+from crln_monai.workflow import export_bundle, export_name, verify_bundle_metadata
 from crln_monai.data import make_synthetic_dataset
 from crln_monai.networks import CRLN
 
@@ -147,7 +147,7 @@ def test_a_training_run_exports_a_bundle_that_segments_with_no_override(tmp_path
 
 
 def test_test_results_are_recorded_only_for_the_exported_weights(tmp_path):
-    from crln_monai.bundle import record_test_results
+    from crln_monai.workflow import record_test_results
 
     settings, teacher = _settings()
     export = export_bundle(tmp_path / "export", "run", teacher.state_dict(), settings, INFERENCE, results={})

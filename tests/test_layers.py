@@ -5,10 +5,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "crln_monai"
 LAYERS = [
-    {"io", "utils", "overrides", "networks", "losses", "transforms"},
+    {"io", "utils", "overrides", "networks", "losses"},
     {"data", "engines"},
     {"evaluation", "handlers"},
-    {"bundle"},
+    {"workflow", "bundle"},  # bundle.py: the 0.1 name of workflow, kept for exported bundles
     {"plan"},
     {"demo"},
 ]

@@ -14,12 +14,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from monai.bundle import ConfigWorkflow
 
+from crln_monai.data import StrongAugment
 from crln_monai.engines import SemiSupervisedTrainer
 from crln_monai.engines.distributed import all_reduce_mean_, any_across_ranks, batchnorm_statistics, wrap_ddp
 from crln_monai.handlers import AtomicCheckpointSaver
 from crln_monai.losses import CPSLoss
 from crln_monai.networks import CRLN
-from crln_monai.transforms import StrongAugment
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "la"

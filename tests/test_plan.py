@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -23,6 +24,7 @@ PLAN_KEYS = {
     "orientation", "target_spacing", "normalise", "intensity_range", "intensity_stats", "strides", "patch_size",
     "labelled_batch_size", "unlabelled_batch_size", "sw_stride", "foreground_share", "max_epochs", "epoch_length",
     "val_interval", "rectify_start", "lr", "num_workers", "backbone", "sw_batch_size", "optimizer_kind",
+    "supervised_iterations",
 }
 CARDIAC_LABELS = {"0": "background", "1": "RV", "2": "MYO", "3": "LV"}
 
@@ -137,7 +139,7 @@ def test_plan_builds_the_network_and_passes_the_bundle_check(tmp_path):
     import torch
     from monai.bundle import ConfigParser
 
-    from crln_monai.bundle import check_config
+    from crln_monai.workflow import check_config
     from crln_monai.networks import CRLN
 
     for configuration in ("2d", "3d"):
@@ -389,6 +391,31 @@ def test_iterations_filling_a_budget_by_hand():
     assert probe_module.iterations_for(25.0, probe, 10, 2)[0] == 1  # nothing left after the start-up: one iteration
 
 
+def test_burn_in_share_of_a_budget_by_hand():
+    """Half the iterations' time on burn-in steps of 0.25 s, half on full steps of 1 s: the mean step is
+    1 / (0.5/0.25 + 0.5/1) = 0.4 s. No validation, no epoch cost: 400 s left after the start → 1000 iterations,
+    of which 800 burn-in (200 s) and 200 full (200 s)."""
+    probe = probe_module.Probe(
+        seconds_start=100.0, seconds_per_case=0.0, seconds_per_iteration=1.0, seconds_per_validation_case=0.0,
+        seconds_per_epoch_end=0.0, timed_iterations=6, seconds_per_supervised_iteration=0.25,
+    )  # fmt: skip
+    iterations, validations = probe_module.iterations_for(500.0, probe, 10, 0, supervised_share=0.5)
+    assert (iterations, validations) == (1000, 0)
+    supervised = probe_module.supervised_iterations_for(iterations, probe, 0.5)
+    assert supervised == 800
+    assert probe_module.estimate_seconds(probe, iterations, 1, 10, 0, 0, supervised) == pytest.approx(500.0)
+    assert probe_module.supervised_iterations_for(iterations, probe, 0.0) == 0
+    assert probe_module.iterations_for(500.0, probe, 10, 0)[0] == 400  # no share: full steps only
+    unprobed = probe_module.Probe(**{**probe.__dict__, "seconds_per_supervised_iteration": None})
+    with pytest.raises(ValueError, match="supervised=True"):
+        probe_module.iterations_for(500.0, unprobed, 10, 0, supervised_share=0.5)
+
+
+def test_burn_in_reasons():
+    assert "the first 800 of 1,000 iterations (50% of their time)" in rules.burn_in_reason(800, 1000, 0.5)
+    assert rules.burn_in_reason(0, 1000, 0.0).startswith("no burn-in (the paper)")
+
+
 @pytest.mark.slow
 def test_time_budget_probes_each_configuration(tmp_path, capsys):
     """--time runs the probe of both configurations on this machine through the custom bundle's train.json, picks
@@ -406,6 +433,8 @@ def test_time_budget_probes_each_configuration(tmp_path, capsys):
     assert "of training on this machine (measured by the probe): ends about" in printed
     written = json.loads(output.read_text())
     assert written["backbone"] == "unet2d" and written["max_epochs"] * written["epoch_length"] > 10
+    assert 0 < written["supervised_iterations"] < written["max_epochs"] * written["epoch_length"]  # the burn-in
+    assert re.search(r"probe \(2d, this machine, cpu\): [0-9.]+ s/iteration \([0-9.]+ s burn-in\)", printed)
     with pytest.raises(SystemExit):  # one budget, not two
         main([str(root), "--output", str(output), "--time", "3m", "--iterations", "5"])
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from crln_monai.bundle.outputs import check_outputs, remove_empty_created
+from crln_monai.workflow.outputs import check_outputs, remove_empty_created
 from crln_monai.handlers import RunGuard, RunLock, RunLockedError
 from crln_monai.handlers.run_lock import lock_holder
 

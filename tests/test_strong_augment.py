@@ -1,11 +1,11 @@
-"""Tests for crln_monai.transforms.StrongAugment (docs/method.md#strong-view)."""
+"""Tests for crln_monai.data.StrongAugment (docs/method.md#strong-view)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from crln_monai.transforms.strong_augment import StrongAugment, _cutmix_box_mask, _sample_beta
+from crln_monai.data.strong_augment import StrongAugment, _cutmix_box_mask, _sample_beta
 
 ALL_OFF = dict(rescale=False, cutmix=False, brightness=False, noise=False, rotate_flip=False, renormalise=False)
 

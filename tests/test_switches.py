@@ -13,7 +13,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from crln_monai.bundle import ABLATION_LADDER, ablation_overrides
+from crln_monai.workflow import ABLATION_LADDER, ablation_overrides
 from crln_monai.data import make_synthetic_dataset
 
 REPO = Path(__file__).resolve().parents[1]

@@ -212,3 +212,21 @@ def test_copy_buffers_gives_the_teacher_the_students_bn_statistics():
     ema.update()
     for t, s in zip(teacher.buffers(), student.buffers()):
         assert torch.equal(t, s)
+
+
+def test_mirror_copies_parameters_and_buffers_without_a_step():
+    student, teacher = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)), None
+    teacher = copy.deepcopy(student)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    student.train()(torch.randn(8, 3))  # moves the student's running statistics
+    ema = TeacherEMA(student, teacher)
+    ema.update()  # step 0 → 1
+    with torch.no_grad():
+        student[0].weight.mul_(3.0)
+    student(torch.randn(8, 3))
+    ema.mirror()
+    assert ema.step == 1
+    for (name, t), s in zip(teacher.state_dict().items(), student.state_dict().values()):
+        assert torch.equal(t, s), name

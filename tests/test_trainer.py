@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from crln_monai.handlers import AtomicCheckpointSaver, NonFiniteCheck
+from crln_monai.data import StrongAugment
 from crln_monai.engines import SemiSupervisedTrainer, pseudo_label_dice
 from crln_monai.losses import CPSLoss
 from crln_monai.networks import CRLN
-from crln_monai.transforms import StrongAugment
 
 PATCH = (32, 32, 16)
 
@@ -77,6 +77,38 @@ def test_supervised_only_never_runs_the_teacher():
     # the teacher never ran, so it takes the student's BN statistics (else eval-mode predictions are garbage)
     for (name, t), s in zip(teacher.named_buffers(), net.buffers()):
         assert torch.equal(t, s), name
+
+
+def test_burn_in_trains_on_labels_only_then_starts_the_unlabelled_losses():
+    """Iterations 1..supervised_iterations: no teacher forward, no pseudo-label loss or CPS, and the teacher is the
+    student's copy; afterwards the full objective, and the EMA's warm-up starts from that copy."""
+    from ignite.engine import Events
+
+    trainer, net, teacher = _trainer(data=_batches(n=3), supervised_iterations=2)
+    calls, outputs, copies = [], [], []
+    teacher.register_forward_hook(lambda *a: calls.append(trainer.state.iteration))
+
+    def record(engine):
+        outputs.append(dict(engine.state.output))
+        pairs = zip(teacher.state_dict().values(), net.state_dict().values())
+        copies.append(all(torch.equal(t, s) for t, s in pairs))
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, record)
+    trainer.run()
+    assert calls == [3]  # the teacher pseudo-labels only after the burn-in
+    for out in outputs[:2]:
+        assert torch.isnan(out["loss_u"]) and torch.isnan(out["loss_cp"]) and torch.isfinite(out["loss_relation"])
+        assert torch.isfinite(out["loss_mu"])  # the μ step is supervised: it runs in the burn-in too
+    assert torch.isfinite(outputs[2]["loss_u"]) and torch.isfinite(outputs[2]["loss_cp"])
+    # a copy during the burn-in; the first EMA step (α = 0) copies the parameters, the BN statistics are the teacher's
+    assert copies == [True, True, False]
+    assert trainer.teacher_ema.step == 1 and trainer.run_values()["supervised_iterations"] == 2
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "2"])
+def test_burn_in_length_is_checked(bad):
+    with pytest.raises(ValueError, match="supervised_iterations must be an int >= 0"):
+        _trainer(supervised_iterations=bad)
 
 
 def test_learning_stage_uses_plain_pseudo_labels():
@@ -159,6 +191,7 @@ def test_run_values_state_what_the_objects_hold():
     values = trainer.run_values()  # before the run: the state's schedule is already set by the constructor
     assert values == {
         "max_epochs": 1, "epoch_length": 2, "labelled_batch_size": 2, "unlabelled_batch_size": None, "lr": 0.03,
-        "rectify_start": 7, "use_unlabelled": False, "use_dim": True, "use_cps": False, "seed": 5,
+        "rectify_start": 7, "supervised_iterations": 0, "use_unlabelled": False, "use_dim": True, "use_cps": False,
+        "seed": 5,
     }  # fmt: skip
     assert _trainer()[0].run_values()["use_cps"] is True

@@ -6,7 +6,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from crln_monai.bundle import (
+from crln_monai.workflow import (
     attach,
     check_outputs,
     default_device,

@@ -11,7 +11,7 @@ unknown top-level keys as plain, never-resolved values). ``configs/logging.conf`
 ``LICENSE`` is copied byte for byte (except where :data:`HANDWRITTEN` says a bundle writes its own). Dataset-specific
 files (``metadata.json``, ``docs/README.md``, protocol files, ``multimodal.json``) are hand-written and not touched.
 LA's ``inference.json`` is also copied verbatim to :data:`LIBRARY_COPIES` (the inference wiring every exported
-bundle gets from ``crln_monai.bundle.export``).
+bundle gets from ``crln_monai.workflow.export``).
 
 Usage::
 
@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from crln_monai.bundle.ablation import ABLATION_LADDER
+from crln_monai.workflow.ablation import ABLATION_LADDER
 
 __all__ = [
     "BUNDLE_VALUES",
@@ -66,7 +66,7 @@ TEXT_FILES: tuple[str, ...] = ("configs/logging.conf", "LICENSE")
 HANDWRITTEN: dict[str, frozenset[str]] = {"custom": frozenset({"LICENSE"})}
 """Per bundle: files of :data:`TEXT_FILES` it writes by hand (the custom bundle's licence speaks of the user's data)."""
 
-LIBRARY_COPIES: dict[str, str] = {"crln_monai/bundle/inference.json": "bundles/la/configs/inference.json"}
+LIBRARY_COPIES: dict[str, str] = {"crln_monai/workflow/inference.json": "bundles/la/configs/inference.json"}
 """Library file → the reference file it is a verbatim copy of (paths relative to the repository root)."""
 
 GENERATED_KEY = "_generated_"

@@ -1,5 +1,6 @@
-"""Data: datalists and protocols, the pre-flight data check, a cache that fails cleanly, the two-stream sampler, the
-weak pipelines, synthetic LA-like volumes."""
+"""Data: the one reader of a data set (its json and headers), datalists and protocols, the pre-flight data check, a
+cache that fails cleanly, the two-stream sampler, the weak pipelines, the strong view (a GPU batch transform the trainer
+applies), synthetic LA-like volumes."""
 
 from .cache import CacheDataset, CaseLoadError
 from .checks import check_cases
@@ -14,18 +15,23 @@ from .datalist import (
     split_channel_suffix,
     without_labels,
 )
+from .dataset import DataSet, read_dataset
 from .inputs import SEGMENTATION_DESCRIPTION, inference_inputs, is_segmentation, nifti_files, segmentation_path
 from .sampler import TwoStreamBatchSampler
+from .strong_augment import CUTMIX_LAMBDAS, StrongAugment
 from .synthetic import make_synthetic_dataset, synthetic_case
 from .transforms import EnsureLabeld, evaluation_transforms, semi_supervised_train_transforms
 
 __all__ = [
     "DATALIST_KEYS",
     "SEGMENTATION_DESCRIPTION",
+    "CUTMIX_LAMBDAS",
     "CacheDataset",
     "CaseLoadError",
+    "DataSet",
     "EnsureLabeld",
     "ResampleOutsideTrainingd",
+    "StrongAugment",
     "TwoStreamBatchSampler",
     "case_id_from_filename",
     "check_cases",
@@ -36,6 +42,7 @@ __all__ = [
     "load_datalist_json",
     "make_synthetic_dataset",
     "nifti_files",
+    "read_dataset",
     "save_datalist_json",
     "segmentation_path",
     "semi_supervised_datalist",

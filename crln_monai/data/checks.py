@@ -7,7 +7,8 @@ case is drawn.
 
 What it reads, per file:
 
-* **the NIfTI header** (nibabel, the first ~350 bytes) for the shape and the affine;
+* **the NIfTI header** (nibabel, the first ~350 bytes) for the shape and the affine, through
+  :func:`~crln_monai.data.dataset.read_volume` (the reader the plan's headers use too);
 * **the gzip trailer** of a ``.nii.gz`` (its last 4 bytes: the uncompressed size modulo 2**32) against the size
   the header announces, so a truncated file is found without decompressing it; only when the two disagree is the
   stream decompressed once (a multi-member gzip, or to confirm the truncation);
@@ -34,32 +35,20 @@ import struct
 import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
+
+from .dataset import Volume, image_channels, is_nifti, read_volume, same_grid
 
 __all__ = ["check_cases"]
 
 logger = logging.getLogger(__name__)
 
-_NIFTI_ENDINGS = (".nii.gz", ".nii")
 _READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, zlib.error, struct.error, ValueError)
 _CHUNK = 1 << 22
-
-
-@dataclass(frozen=True)
-class _Volume:
-    """What the checks need of one file: its shape, affine and, when it was read, its voxels."""
-
-    path: str
-    shape: tuple[int, ...]
-    affine: np.ndarray
-    image: Any = None  # the nibabel image (NIfTI), for a later voxel read
-    data: np.ndarray | None = None  # voxels already in memory (non-NIfTI files)
 
 
 def _one_line(error: BaseException) -> str:
@@ -112,31 +101,22 @@ def _check_complete(path: str, image: Any, what: str) -> None:
         )
 
 
-def _read_volume(path: str, what: str) -> _Volume:
-    """Header (NIfTI) or whole file (other formats) of ``path``; every read failure becomes one line naming it."""
+def _read_volume(path: str, what: str) -> Volume:
+    """:func:`~crln_monai.data.dataset.read_volume` of ``path`` (header of a NIfTI file, whole file of another
+    format), every read failure one line naming it; a NIfTI file's completeness checked."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} {path} not found.")
-    if path.endswith(_NIFTI_ENDINGS):
-        try:
-            image = nib.load(path)
-            shape = tuple(int(s) for s in image.shape)
-            affine = np.asarray(image.affine, dtype=np.float64)
-        except _READ_ERRORS as e:
-            raise _unreadable(path, what, e) from None
-        _check_complete(path, image, what)
-        return _Volume(path, shape, affine, image=image)
-    from monai.transforms import LoadImage  # noqa: PLC0415 - only for the rarer formats
-
+    errors = _READ_ERRORS if is_nifti(path) else (Exception,)  # MONAI wraps each reader's own error types
     try:
-        data, meta = LoadImage(image_only=False)(path)
-    except Exception as e:  # MONAI wraps each reader's own error types
+        volume = read_volume(path)
+    except errors as e:
         raise _unreadable(path, what, e) from None
-    array = np.asarray(data)
-    affine = np.asarray(meta.get("affine", np.eye(4)), dtype=np.float64)
-    return _Volume(path, tuple(int(s) for s in array.shape), affine, data=array)
+    if volume.image is not None:
+        _check_complete(path, volume.image, what)
+    return volume
 
 
-def _voxels(volume: _Volume, what: str, scaled: bool = True) -> np.ndarray:
+def _voxels(volume: Volume, what: str, scaled: bool = True) -> np.ndarray:
     if volume.data is not None:
         return volume.data
     try:
@@ -147,7 +127,7 @@ def _voxels(volume: _Volume, what: str, scaled: bool = True) -> np.ndarray:
         raise ValueError(f"{what} {volume.path}: voxel data cannot be read ({_one_line(e)}).") from None
 
 
-def _check_geometry(volume: _Volume, what: str) -> None:
+def _check_geometry(volume: Volume, what: str) -> None:
     if any(s == 0 for s in volume.shape):
         raise ValueError(f"{what} {volume.path} is empty (shape {volume.shape}); expected a 3-D volume.")
     linear = volume.affine[:3, :3]
@@ -158,23 +138,7 @@ def _check_geometry(volume: _Volume, what: str) -> None:
         )
 
 
-def _image_channels(volume: _Volume, what: str) -> int:
-    """Channels one image file contributes: 1 for ``(H, W, D)``, ``C`` for ``(H, W, D, C)`` (NIfTI channel-last)."""
-    shape = volume.shape
-    if len(shape) < 3:
-        raise ValueError(
-            f"{what} {volume.path} is {len(shape)}-D (shape {shape}); expected a 3-D volume (H, W, D), or 4-D "
-            "(H, W, D, C) with the channels on the 4th axis."
-        )
-    if len(shape) > 4:
-        raise ValueError(
-            f"{what} {volume.path} is {len(shape)}-D (shape {shape}); expected a 3-D volume, or 4-D (H, W, D, C) "
-            "with the channels on the 4th axis."
-        )
-    return 1 if len(shape) == 3 else shape[3]
-
-
-def _check_finite(volume: _Volume, what: str) -> None:
+def _check_finite(volume: Volume, what: str) -> None:
     if volume.data is None:
         header = volume.image.header
         slope, inter = header.get_slope_inter()
@@ -197,7 +161,7 @@ def _check_finite(volume: _Volume, what: str) -> None:
     )
 
 
-def _check_label_values(volume: _Volume, what: str, num_classes: int) -> np.ndarray:
+def _check_label_values(volume: Volume, what: str, num_classes: int) -> np.ndarray:
     """Refuse values that are not class indices; returns which classes the label holds (bool per class)."""
     values = _voxels(volume, what)
     if values.size == 0:
@@ -215,11 +179,7 @@ def _check_label_values(volume: _Volume, what: str, num_classes: int) -> np.ndar
     )
 
 
-def _same_geometry(a: _Volume, b: _Volume, atol: float) -> bool:
-    return a.shape[:3] == b.shape[:3] and bool(np.allclose(a.affine, b.affine, rtol=0.0, atol=atol))
-
-
-def _geometry_mismatch(what: str, volume: _Volume, reference: _Volume, reference_what: str, atol: float) -> str:
+def _geometry_mismatch(what: str, volume: Volume, reference: Volume, reference_what: str, atol: float) -> str:
     if volume.shape[:3] != reference.shape[:3]:
         return (
             f"{what} {volume.path} has spatial shape {volume.shape[:3]}, {reference_what} {reference.path} has "
@@ -268,8 +228,8 @@ def _check_item(
     for path in paths:
         volume = _read_volume(path, image_what)
         _check_geometry(volume, image_what)
-        channels += _image_channels(volume, image_what)
-        if volumes and not _same_geometry(volume, volumes[0], affine_atol):
+        channels += image_channels(volume, image_what)
+        if volumes and not same_grid(volume, volumes[0], affine_atol):
             raise ValueError(_geometry_mismatch(image_what, volume, volumes[0], "first channel file", affine_atol))
         volumes.append(volume)
     if in_channels is not None and channels != in_channels:
@@ -294,7 +254,7 @@ def _check_item(
         raise ValueError(
             f"{label_what} {label_path} has shape {volume.shape}; expected a 3-D label map (H, W, D) of class indices."
         )
-    if not _same_geometry(volume, volumes[0], affine_atol):
+    if not same_grid(volume, volumes[0], affine_atol):
         raise ValueError(_geometry_mismatch(label_what, volume, volumes[0], "image", affine_atol))
     if num_classes is not None:
         held = _check_label_values(volume, label_what, num_classes)

@@ -1,17 +1,7 @@
 """Semi-supervised datalists: labelled / unlabelled / validation / test from a NIfTI data set folder.
 
-Two folder layouts are understood:
-
-* **Decathlon** — a dataset json (``dataset.json`` unless ``datalist_file`` names another, e.g.
-  ``dataset_unlabelled.json``) with a ``training`` list of ``{"image", "label"}`` entries (paths relative
-  to the data set folder), optional ``train_ids`` / ``val_ids`` / ``test_ids`` (case ids, not paths; ``val_ids``
-  is a published validation split such as BraTS 2019's, read as the validation list), optional top-level
-  ``unlabelled`` and ``test`` lists of image-only cases (a path string or ``{"image": ...}``). A ``training``
-  entry without ``"label"`` is an image-only (truly unlabelled) case.
-* **nnU-Net** — ``imagesTr/<case>_0000<ending>`` (``_0001``... for more channels), ``labelsTr/<case><ending>``
-  (optional per case: a case without a label file is unlabelled), ``imagesTs/`` (and optionally ``labelsTs/``)
-  as the test set; ``dataset.json`` (optional) may give ``file_ending`` and ``channel_names``. The folder is
-  scanned only when the json has the default name and is absent or has no ``training`` list (nnU-Net v2's).
+The folder (Decathlon or nnU-Net layout) is read by :func:`crln_monai.data.dataset.read_dataset`, the one reader of a
+data set; this module splits its train list by the protocol and writes the datalist.
 
 The protocol follows UA-MT and the CRLN paper (docs/method.md#data-protocols): the labelled cases are the first ``N``
 cases of the train list that have labels, the rest of the train list is the unlabelled pool. MONAI's
@@ -28,11 +18,18 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..io import atomic_write
+from .dataset import (
+    Case,
+    DataSet,
+    case_id_from_filename,
+    read_dataset,
+    read_json,
+    split_channel_suffix,
+)
 
 __all__ = [
     "DATALIST_KEYS",
@@ -48,314 +45,16 @@ __all__ = [
 DATALIST_KEYS: tuple[str, ...] = ("labelled", "unlabelled", "validation", "test")
 """The keys of the dict returned by :func:`semi_supervised_datalist`."""
 
-_DEFAULT_DATALIST_FILE = "dataset.json"
-
-_KNOWN_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".h5", ".hdf5", ".npy", ".npz", ".gz")
-_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-
-
-@dataclass(frozen=True)
-class _Case:
-    """One case of a data set: id, image file(s) and the label file if there is one (absolute paths)."""
-
-    case: str
-    image: str | tuple[str, ...]
-    label: str | None
-
-    def as_item(self) -> dict[str, Any]:
-        item: dict[str, Any] = {"image": list(self.image) if isinstance(self.image, tuple) else self.image}
-        if self.label is not None:
-            item["label"] = self.label
-        item["case"] = self.case
-        return item
-
-
-def case_id_from_filename(path: str | os.PathLike, strip_channel: bool = False) -> str:
-    """Case id of an image or label file: its name without the file ending.
-
-    Args:
-        path: file path, e.g. ``"./imagesTr/la_003.nii.gz"``.
-        strip_channel: also drop an nnU-Net channel suffix ``_0000`` (``la_003_0000.nii.gz`` → ``la_003``).
-
-    Returns:
-        the case id (``"la_003"``).
-    """
-    name = Path(path).name
-    for ending in _KNOWN_ENDINGS:
-        if name.endswith(ending) and len(name) > len(ending):
-            name = name[: -len(ending)]
-            break
-    if strip_channel:
-        match = _CHANNEL_SUFFIX.match(name)
-        if match:
-            name = match.group("case")
-    return name
-
-
-def split_channel_suffix(path: str | os.PathLike) -> tuple[str, int | None]:
-    """Case id and nnU-Net channel of an image file: ``la_003_0001.nii.gz`` → ``("la_003", 1)``; a name without a
-    channel suffix ``_XXXX`` → ``(its id, None)`` (the id :func:`case_id_from_filename` gives, ``strip_channel``)."""
-    name = case_id_from_filename(path)
-    match = _CHANNEL_SUFFIX.match(name)
-    return (match.group("case"), int(match.group("channel"))) if match else (name, None)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); expected a dataset description object.") from e
-
-
-def _absolute(dataset_dir: Path, relative: str) -> str:
-    return os.path.normpath(os.path.join(dataset_dir, relative))
-
 
 def _require_file(path: str, what: str) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} file {path} is listed but missing on disk.")
 
 
-# ------------------------------------------------------------------------------------------ Decathlon layout
-
-
-def _parse_entry(entry: Any, where: str, dataset_dir: Path) -> _Case:
-    """One Decathlon entry: ``"path"`` or ``{"image": path | [paths], "label": path (optional)}``."""
-    if isinstance(entry, str):
-        entry = {"image": entry}
-    if not isinstance(entry, Mapping) or "image" not in entry:
-        raise ValueError(
-            f"{where}: expected an image path or an object with an 'image' key, got {entry!r}."
-        )
-    image = entry["image"]
-    if isinstance(image, str):
-        image_paths: str | tuple[str, ...] = _absolute(dataset_dir, image)
-        first = image
-    elif isinstance(image, Sequence) and image and all(isinstance(p, str) for p in image):
-        image_paths = tuple(_absolute(dataset_dir, p) for p in image)
-        first = image[0]
-    else:
-        raise ValueError(
-            f"{where}: 'image' must be a path string or a non-empty list of them, got {image!r}."
-        )
-    label = entry.get("label")
-    if label is not None and not isinstance(label, str):
-        raise ValueError(f"{where}: 'label' must be a path string, got {label!r}.")
-    case = case_id_from_filename(first, strip_channel=isinstance(image_paths, tuple))
-    return _Case(case, image_paths, None if label is None else _absolute(dataset_dir, label))
-
-
-def _parse_list(meta: Mapping, key: str, dataset_dir: Path, source: str) -> list[_Case]:
-    entries = meta.get(key, [])
-    if not isinstance(entries, list):
-        raise ValueError(f"{source} '{key}' must be a list of entries, got {type(entries).__name__}.")
-    return [_parse_entry(e, f"{source} '{key}'[{i}]", dataset_dir) for i, e in enumerate(entries)]
-
-
-def _parse_ids(meta: Mapping, key: str, source: str) -> list[str] | None:
-    ids = meta.get(key)
-    if ids is None:
-        return None
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise ValueError(f"{source} '{key}' must be a list of case id strings, got {ids!r:.200}.")
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{source} '{key}' lists a case id twice: {sorted({i for i in ids if ids.count(i) > 1})}.")
-    return ids
-
-
-def _select(ids: list[str], key: str, by_id: Mapping[str, _Case], source: str) -> list[_Case]:
-    missing = [i for i in ids if i not in by_id]
-    if missing:
-        raise ValueError(
-            f"{source} '{key}' names {len(missing)} case id(s) that are not in 'training', 'unlabelled' or "
-            f"'test': {missing[:10]}."
-        )
-    return [by_id[i] for i in ids]
-
-
-def _not_found(json_path: Path) -> FileNotFoundError:
-    return FileNotFoundError(
-        f"{json_path} not found; expected a dataset json with a 'training' list of {{'image', 'label'}} entries "
-        "(datalist_file names it inside dataset_dir)."
-    )
-
-
-def _no_training(json_path: Path) -> ValueError:
-    return ValueError(
-        f"{json_path} has no 'training' list; expected a dataset json with 'training': "
-        "[{'image': ..., 'label': ...}, ...] (a Decathlon dataset.json)."
-    )
-
-
-def _decathlon_cases(dataset_dir: Path, datalist_file: str) -> tuple[list[_Case], list[_Case], list[_Case]]:
-    """Train, listed validation (``val_ids``) and test cases of a Decathlon-style folder, in list order."""
-    json_path = dataset_dir / datalist_file
-    if not json_path.is_file():
-        raise _not_found(json_path)
-    meta = _read_json(json_path)
-    if not isinstance(meta, Mapping) or "training" not in meta:
-        raise _no_training(json_path)
-    source = json_path.name
-    training = _parse_list(meta, "training", dataset_dir, source)
-    extra_unlabelled = _parse_list(meta, "unlabelled", dataset_dir, source)
-    extra_test = _parse_list(meta, "test", dataset_dir, source)
-    by_id: dict[str, _Case] = {}
-    for c in training + extra_unlabelled + extra_test:
-        if c.case in by_id:
-            raise ValueError(f"{json_path}: case id {c.case!r} appears twice (ids are file names without the ending).")
-        by_id[c.case] = c
-    ids = {key: _parse_ids(meta, key, source) for key in ("train_ids", "val_ids", "test_ids")}
-    for first, second in (("train_ids", "val_ids"), ("train_ids", "test_ids"), ("val_ids", "test_ids")):
-        both = sorted(set(ids[first] or ()) & set(ids[second] or ()))
-        if both:
-            raise ValueError(f"{json_path}: case id(s) in both '{first}' and '{second}': {both[:10]}.")
-    train_ids, val_ids, test_ids = ids["train_ids"], ids["val_ids"], ids["test_ids"]
-    test = _select(test_ids, "test_ids", by_id, source) if test_ids is not None else extra_test
-    validation = _select(val_ids, "val_ids", by_id, source) if val_ids is not None else []
-    without = [c.case for c in validation if c.label is None]
-    if without:
-        raise ValueError(f"{json_path}: 'val_ids' names case(s) without a label file: {without[:10]}.")
-    held_out = {c.case for c in test + validation}
-    if train_ids is not None:
-        train = _select(train_ids, "train_ids", by_id, source)
-        named = set(train_ids)
-        train += [c for c in extra_unlabelled if c.case not in named]
-    else:
-        train = [c for c in training if c.case not in held_out] + extra_unlabelled
-    return train, validation, test
-
-
-# -------------------------------------------------------------------------------------------- nnU-Net layout
-
-
-def _nnunet_images(folder: Path, ending: str, num_channels: int | None) -> dict[str, tuple[str, ...]]:
-    """``{case: (channel 0 path, channel 1 path, ...)}`` of an nnU-Net images folder, sorted by case id."""
-    channels: dict[str, dict[int, str]] = {}
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        if not path.name.endswith(ending):
-            raise ValueError(
-                f"{path} does not end with the file ending {ending!r} (nnU-Net layout, dataset.json 'file_ending')."
-            )
-        match = _CHANNEL_SUFFIX.match(path.name[: -len(ending)])
-        if not match:
-            raise ValueError(
-                f"{path}: expected an nnU-Net image name <case>_XXXX{ending} (channel suffix _0000, _0001, ...)."
-            )
-        case, channel = match.group("case"), int(match.group("channel"))
-        channels.setdefault(case, {})[channel] = os.path.normpath(os.path.abspath(path))
-    images: dict[str, tuple[str, ...]] = {}
-    for case in sorted(channels):
-        found = channels[case]
-        expected = num_channels if num_channels is not None else max(len(c) for c in channels.values())
-        if sorted(found) != list(range(expected)):
-            raise ValueError(
-                f"{folder}: case {case!r} has channel files {sorted(found)}; expected channels 0..{expected - 1} "
-                f"({case}_0000{ending} ...)."
-            )
-        images[case] = tuple(found[i] for i in range(expected))
-    return images
-
-
-def _nnunet_labels(folder: Path, ending: str, cases: Mapping[str, Any]) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    if not folder.is_dir():
-        return labels
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name.startswith(".") or not path.name.endswith(ending):
-            continue
-        case = path.name[: -len(ending)]
-        if case not in cases:
-            raise ValueError(f"label file {path} has no matching image {case}_0000{ending}.")
-        labels[case] = os.path.normpath(os.path.abspath(path))
-    return labels
-
-
-def _nnunet_cases(
-    dataset_dir: Path, datalist_file: str = _DEFAULT_DATALIST_FILE
-) -> tuple[list[_Case], list[_Case], list[_Case]]:
-    """Train (``imagesTr``, sorted by case id), validation (none: the layout has no such list) and test
-    (``imagesTs``) cases of an nnU-Net folder."""
-    images_tr = dataset_dir / "imagesTr"
-    if not images_tr.is_dir():
-        raise FileNotFoundError(f"{images_tr} is missing; an nnU-Net-layout data set needs an imagesTr/ folder.")
-    ending, num_channels = ".nii.gz", None
-    json_path = dataset_dir / datalist_file
-    if json_path.is_file():
-        meta = _read_json(json_path)
-        if isinstance(meta, Mapping):
-            ending = meta.get("file_ending", ending)
-            names = meta.get("channel_names", meta.get("modality"))
-            num_channels = len(names) if isinstance(names, Mapping) and names else None
-    cases = []
-    for images_dir, labels_dir in (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs")):
-        folder = dataset_dir / images_dir
-        images = _nnunet_images(folder, ending, num_channels) if folder.is_dir() else {}
-        labels = _nnunet_labels(dataset_dir / labels_dir, ending, images)
-        cases.append([_Case(c, p[0] if len(p) == 1 else p, labels.get(c)) for c, p in images.items()])
-    if not cases[0]:
-        raise ValueError(f"{images_tr} holds no images named <case>_0000{ending}.")
-    return cases[0], [], cases[1]
-
-
-def _nnunet_naming_problem(images_tr: Path, ending: str) -> str | None:
-    """The first file of ``images_tr`` not named ``<case>_XXXX<ending>`` (nnU-Net), as a message; else ``None``."""
-    for path in sorted(images_tr.iterdir()):
-        if path.is_file() and not path.name.startswith("."):
-            stem = path.name[: -len(ending)] if path.name.endswith(ending) else case_id_from_filename(path)
-            if not _CHANNEL_SUFFIX.match(stem):  # another ending alone is left to the scan's own message
-                return f"{path.name} is not named <case>_0000{ending}"
-    return None
-
-
-def _detect_layout(dataset_dir: Path, datalist_file: str = _DEFAULT_DATALIST_FILE) -> str:
-    """``"decathlon"`` or ``"nnunet"``. The folder scan (nnU-Net) is tried only with the default json name, when
-    that json is absent or has no ``training`` list, and only when ``imagesTr/`` follows nnU-Net's naming."""
-    json_path = dataset_dir / datalist_file
-    images_tr = dataset_dir / "imagesTr"
-    has_images_tr = images_tr.is_dir()
-    if datalist_file != _DEFAULT_DATALIST_FILE:
-        if not json_path.is_file():
-            raise _not_found(json_path)
-        meta = _read_json(json_path)
-        if not isinstance(meta, Mapping) or "training" not in meta:
-            raise _no_training(json_path)
-        return "decathlon"
-    if has_images_tr:
-        meta = _read_json(json_path) if json_path.is_file() else None
-        if not (isinstance(meta, Mapping) and "training" in meta):
-            ending = meta.get("file_ending", ".nii.gz") if isinstance(meta, Mapping) else ".nii.gz"
-            problem = _nnunet_naming_problem(images_tr, ending) if isinstance(ending, str) else None
-            if problem is not None:  # neither a Decathlon json nor an nnU-Net folder: say what is missing first
-                error = _not_found(json_path) if meta is None else _no_training(json_path)
-                raise type(error)(f"{error} {images_tr} is not an nnU-Net folder either: {problem}.")
-    if json_path.is_file():
-        meta = _read_json(json_path)
-        if isinstance(meta, Mapping) and "training" in meta:
-            # nnU-Net v1 lists "./imagesTr/x.nii.gz" while the files on disk are x_0000.nii.gz
-            first = meta["training"][0] if isinstance(meta["training"], list) and meta["training"] else None
-            image = first.get("image") if isinstance(first, Mapping) else None
-            if isinstance(image, str) and has_images_tr and not os.path.exists(_absolute(dataset_dir, image)):
-                stem = case_id_from_filename(image)
-                if any((dataset_dir / "imagesTr").glob(f"{stem}_0000.*")):
-                    return "nnunet"
-            return "decathlon"
-        if has_images_tr:
-            return "nnunet"
-        raise ValueError(f"{_no_training(json_path)} {dataset_dir} has no imagesTr/ folder (nnU-Net layout) either.")
-    if has_images_tr:
-        return "nnunet"
-    raise FileNotFoundError(
-        f"{json_path} not found and there is no imagesTr/ folder: {dataset_dir} is not a data set folder."
-    )
-
-
 # ---------------------------------------------------------------------------------------------- the protocol
 
 
-def _check_ids(ids: Sequence[str], argument: str, train_by_id: Mapping[str, _Case], test_ids: set[str]) -> None:
+def _check_ids(ids: Sequence[str], argument: str, train_by_id: Mapping[str, Case], test_ids: set[str]) -> None:
     if isinstance(ids, str):
         raise TypeError(f"{argument} must be a list of case ids, got the string {ids!r}.")
     duplicated = sorted({i for i in ids if list(ids).count(i) > 1})
@@ -370,15 +69,15 @@ def _check_ids(ids: Sequence[str], argument: str, train_by_id: Mapping[str, _Cas
 
 
 def _split(
-    train: list[_Case],
-    listed_validation: list[_Case],
-    test: list[_Case],
+    train: list[Case],
+    listed_validation: list[Case],
+    test: list[Case],
     num_labelled: int | None,
     labelled: Sequence[str] | None,
     unlabelled: Sequence[str] | None,
     num_validation: int,
     require_unlabelled: bool = True,
-) -> dict[str, list[_Case]]:
+) -> dict[str, list[Case]]:
     train_by_id = {c.case: c for c in train}
     test_ids = {c.case for c in test}
     with_label = [c for c in train if c.label is not None]
@@ -445,7 +144,7 @@ def _split(
 
 
 def semi_supervised_datalist(
-    dataset_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike | DataSet,
     num_labelled: int | None = None,
     labelled: Sequence[str] | None = None,
     unlabelled: Sequence[str] | None = None,
@@ -453,7 +152,7 @@ def semi_supervised_datalist(
     layout: str = "auto",
     use_val_ids: bool = True,
     require_unlabelled: bool = True,
-    datalist_file: str = _DEFAULT_DATALIST_FILE,
+    datalist_file: str = "dataset.json",
 ) -> dict[str, list[dict]]:
     """Split a data set folder into the labelled, unlabelled, validation and test lists of a semi-supervised run.
 
@@ -472,7 +171,9 @@ def semi_supervised_datalist(
     3. unlabelled: the explicit ``unlabelled`` ids, else every remaining train case (with or without label file).
 
     Args:
-        dataset_dir: data set folder (Decathlon or nnU-Net layout).
+        dataset_dir: data set folder (Decathlon or nnU-Net layout), or a :class:`~crln_monai.data.dataset.DataSet`
+            already read (:func:`~crln_monai.data.dataset.read_dataset`; ``layout`` and ``datalist_file`` are then its
+            own).
         num_labelled: number of labelled cases ``N``.
         labelled: explicit labelled case ids (ids are file names without the ending and channel suffix).
         unlabelled: explicit unlabelled case ids.
@@ -493,29 +194,23 @@ def semi_supervised_datalist(
     Raises:
         FileNotFoundError: the folder, the dataset json (``<dir>/<datalist_file> not found``; Decathlon) /
             ``imagesTr`` (nnU-Net), or a listed image/label file is missing.
-        ValueError: invalid JSON, no ``training`` list, malformed entries, unknown/duplicated ids, fewer
-            labelled cases than asked, no labels for validation, ``num_validation`` together with ``val_ids``, an
-            empty unlabelled pool (with ``require_unlabelled``), bad arguments.
-        TypeError: an id list given as a single string.
+        ValueError: invalid JSON or not an object, no ``training`` list, malformed entries, unknown/duplicated ids,
+            fewer labelled cases than asked, no labels for validation, ``num_validation`` together with ``val_ids``,
+            an empty unlabelled pool (with ``require_unlabelled``), a :class:`DataSet` read without its cases, bad
+            arguments (all of the data set's own errors are :func:`~crln_monai.data.dataset.read_dataset`'s).
+        TypeError: an id list given as a single string; ``datalist_file`` not a string.
     """
-    root = Path(os.path.abspath(dataset_dir))
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder {root} does not exist.")
-    if layout not in ("auto", "decathlon", "nnunet"):
-        raise ValueError(f"layout must be 'auto', 'decathlon' or 'nnunet', got {layout!r}.")
-    if not isinstance(datalist_file, str) or not datalist_file:
-        raise TypeError(f"datalist_file must be a json file name (str), got {datalist_file!r}.")
-    if layout == "auto":
-        layout = _detect_layout(root, datalist_file)
-    if layout == "decathlon":
-        train, validation, test = _decathlon_cases(root, datalist_file)
+    if isinstance(dataset_dir, DataSet):
+        dataset = dataset_dir
+        if dataset.layout is None:
+            raise ValueError(f"the DataSet of {dataset.root} was read without its cases (cases=False).")
     else:
-        train, validation, test = _nnunet_cases(root, datalist_file)
+        dataset = read_dataset(dataset_dir, datalist_file, layout)
     if not isinstance(use_val_ids, bool):
         raise TypeError(f"use_val_ids must be True or False, got {use_val_ids!r}.")
     split = _split(
-        train, validation if use_val_ids else [], test, num_labelled, labelled, unlabelled, num_validation,
-        require_unlabelled=require_unlabelled,
+        list(dataset.train), list(dataset.validation) if use_val_ids else [], list(dataset.test), num_labelled,
+        labelled, unlabelled, num_validation, require_unlabelled=require_unlabelled,
     )  # fmt: skip
     for cases in split.values():
         for c in cases:
@@ -556,7 +251,7 @@ def load_datalist_json(path: str | os.PathLike) -> dict[str, list[dict]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"datalist json {path} does not exist.")
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected an object of lists, got {type(data).__name__}.")
     for key, items in data.items():
@@ -566,18 +261,18 @@ def load_datalist_json(path: str | os.PathLike) -> dict[str, list[dict]]:
 
 
 def export_name(dataset_dir: str | os.PathLike, datalist_file: str = "dataset.json") -> str:
-    """The export folder's name: the data set json's ``name`` made file-safe, else the data folder's name.
+    """The export folder's name: the data set's name (:attr:`DataSet.name <crln_monai.data.dataset.DataSet>`: the
+    json's ``name``, else the folder's) made file-safe.
 
     ``"ACDC: cine-MRI / 2017"`` → ``"ACDC_cine-MRI_2017"``; a json that is missing, unreadable or without a usable
     ``name`` gives ``Path(dataset_dir).name`` (``"data"`` if even that is empty).
     """
-    name = ""
     try:
-        meta = json.loads((Path(dataset_dir) / datalist_file).read_text())
-        name = str(meta.get("name", "")) if isinstance(meta, Mapping) else ""
+        name = read_dataset(dataset_dir, datalist_file, cases=False).name
     except (OSError, ValueError):
-        pass
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")
-    if not safe:
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(dataset_dir).resolve().name).strip("._-")
-    return safe or "data"
+        name = ""
+    return _file_safe(name) or _file_safe(Path(dataset_dir).resolve().name) or "data"
+
+
+def _file_safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")

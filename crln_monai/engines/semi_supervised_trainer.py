@@ -11,9 +11,9 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 from torch import nn
 
+from ..data.strong_augment import StrongAugment
 from ..losses import CPSLoss, PseudoLabelLoss, SegmentationLoss
 from ..networks.crln import CRLN
-from ..transforms import StrongAugment
 from ..utils import amp_dtype as _amp_dtype
 from ..utils import epoch_seed
 from ..utils import unwrap_model as _unwrap
@@ -72,6 +72,10 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         use_unlabelled: ``False`` trains on the labelled volumes only (supervised baseline).
         use_dim: supervise the relation map, rectify pseudo-labels and train μ.
         rectify_start: iterations of the learning stage; rectification and prototype positives start after it.
+        supervised_iterations: burn-in: the first iterations train on the labelled volumes only (segmentation, DIM
+            and μ step; no teacher forward, pseudo-label loss or CPS) and the teacher is the student's copy; the
+            unlabelled losses and the teacher's EMA (its warm-up from that copy) start after it. 0 (the paper) starts them at once. A short
+            budget spends part of its time on these cheaper steps (docs/results.md, "Short-budget rules").
         lambda_u: weight of the pseudo-label loss.
         lambda_cp: weight of CPS.
         weak_threshold: confidence above which strong-view pseudo-labels are valid for CPS (δ_w).
@@ -100,6 +104,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         use_unlabelled: bool = True,
         use_dim: bool = True,
         rectify_start: int = 800,
+        supervised_iterations: int = 0,
         lambda_u: float = 0.5,
         lambda_cp: float = 0.5,
         weak_threshold: float = 0.7,
@@ -135,6 +140,9 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         self.use_unlabelled = use_unlabelled
         self.use_dim = use_dim
         self.rectify_start = rectify_start
+        if isinstance(supervised_iterations, bool) or not isinstance(supervised_iterations, int) or supervised_iterations < 0:
+            raise ValueError(f"supervised_iterations must be an int >= 0, got {supervised_iterations!r}.")
+        self.supervised_iterations = supervised_iterations
         self.lambda_u = lambda_u
         self.lambda_cp = lambda_cp
         self.weak_threshold = weak_threshold
@@ -166,6 +174,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             "unlabelled_batch_size": getattr(sampler, "unlabelled_batch_size", None),
             "lr": self.optimizer.defaults.get("lr"),
             "rectify_start": self.rectify_start,
+            "supervised_iterations": self.supervised_iterations,
             "use_unlabelled": self.use_unlabelled,
             "use_dim": self.use_dim,
             "use_cps": self.cps_loss is not None,
@@ -202,10 +211,12 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         nan = torch.full((), float("nan"), device=image.device)
         stats: dict[str, torch.Tensor] = {}
         rectifying = engine.use_dim and engine.state.iteration > engine.rectify_start
+        semi_supervised = engine.use_unlabelled and engine.state.iteration > engine.supervised_iterations
+        with_embedding = engine.cps_loss is not None and semi_supervised
 
         # 1-2. teacher pseudo-labels on the weak view, then the strong view
         strong = None
-        if engine.use_unlabelled:
+        if semi_supervised:
             if image.shape[0] <= lb:
                 raise ValueError(f"batch of {image.shape[0]} volumes has no unlabelled part (labelled_batch_size={lb}).")
             strong, stats = engine._pseudo_label(image[lb:], label[lb:], rectifying)
@@ -215,10 +226,10 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         student.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with engine._autocast():
-            out_l = engine._student_forward(image_l, with_dim=engine.use_dim, with_embedding=engine.cps_loss is not None)
+            out_l = engine._student_forward(image_l, with_dim=engine.use_dim, with_embedding=with_embedding)
             out_u = None
             if strong is not None:
-                out_u = engine._student_forward(strong[0], with_dim=False, with_embedding=engine.cps_loss is not None)
+                out_u = engine._student_forward(strong[0], with_dim=False, with_embedding=with_embedding)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         loss_sup = engine.loss_function(out_l.logits.float(), label_l)
         loss_relation = engine.loss_function(out_l.relation_map.float(), label_l) if engine.use_dim else nan
@@ -239,7 +250,10 @@ class SemiSupervisedTrainer(SupervisedTrainer):
 
         # 4-5. μ step (Eq. 16), then teacher EMA
         loss_mu = engine._mu_step(image_l, label_l) if engine.rectifier_optimizer is not None else nan
-        engine.teacher_ema.update()
+        if engine.use_unlabelled and not semi_supervised:  # burn-in: the teacher is the student's copy
+            engine.teacher_ema.mirror()
+        else:
+            engine.teacher_ema.update()
         if is_distributed():  # keep every rank's BN statistics equal (each rank updated them from its own batch)
             all_reduce_mean_(batchnorm_statistics(student, _unwrap(engine.teacher)))
 

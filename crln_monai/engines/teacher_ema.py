@@ -110,6 +110,14 @@ class TeacherEMA:
         self._step += 1
         return alpha
 
+    @torch.no_grad()
+    def mirror(self) -> None:
+        """Make the teacher the student's copy (parameters and buffers) without an EMA step: ``step`` is unchanged, so
+        the first :meth:`update` after a supervised burn-in starts the warm-up from this copy (α = 0 at ``t = 0``)."""
+        torch._foreach_copy_(self._avg_teacher + self._copy_teacher, self._avg_student + self._copy_student)
+        if self._teacher_buffers:
+            torch._foreach_copy_(self._teacher_buffers, self._student_buffers)
+
     def state_dict(self) -> dict:
         """``{"step": int, "max_decay": float}``."""
         return {"step": self._step, "max_decay": self.max_decay}

@@ -1,7 +1,7 @@
-"""Evaluation: medpy-equivalent metrics, bootstrap, UA-MT sliding window, report files, the evaluator handler
-and the name of the trained method."""
+"""Evaluation: medpy-equivalent metrics, bootstrap, UA-MT sliding window, report files and figures, prediction
+post-processing and the name of the trained method. The evaluator's handler that writes the report is
+:class:`crln_monai.handlers.CaseMetricsReport`."""
 
-from .case_report_handler import CaseMetricsReport, case_id
 from .method import method_name
 from .postprocessing import INPUT_SPACE_KEY, segmentation_postprocessing
 from .metrics import bootstrap, multiclass_metrics, segmentation_metrics
@@ -10,10 +10,8 @@ from .sliding_window import UAMTSlidingWindowInferer, overlap_for_stride, slidin
 
 __all__ = [
     "INPUT_SPACE_KEY",
-    "CaseMetricsReport",
     "UAMTSlidingWindowInferer",
     "bootstrap",
-    "case_id",
     "case_record",
     "method_name",
     "multiclass_metrics",

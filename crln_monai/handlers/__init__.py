@@ -1,6 +1,8 @@
-"""Training-time handlers: atomic checkpoints, per-epoch reseeding, the non-finite check, the run's record, the
-run's ownership of its folders (lock, no fresh run over a finished one) and the resume checks of data and schedule."""
+"""Ignite handlers: atomic checkpoints, per-epoch reseeding, the non-finite check, the run's record, the run's
+ownership of its folders (lock, no fresh run over a finished one), the resume checks of data and schedule, and the
+evaluator's per-case report."""
 
+from .case_report import CaseMetricsReport, case_id
 from .checked_loader import (
     CheckedCheckpointLoader,
     check_checkpoint,
@@ -24,8 +26,8 @@ from .tensorboard import RunSummaryWriter
 __all__ = [
     "CheckedCheckpointLoader", "check_checkpoint", "checkpoint_geometry", "read_checkpoint", "resume_source",
     "state_dict_mismatch",
-    "AtomicCheckpointSaver", "AtomicDiskSaver", "BestMetric", "EpochSeeder", "NonFiniteCheck", "RunGuard", "RunLock",
-    "RunLockedError", "RunProgress", "RunRecord", "RunSummaryWriter", "TrainingHistory", "atomic_save",
-    "earlier_run_files", "every", "host_scalars", "on_run_start",
+    "AtomicCheckpointSaver", "AtomicDiskSaver", "BestMetric", "CaseMetricsReport", "EpochSeeder", "NonFiniteCheck",
+    "RunGuard", "RunLock", "RunLockedError", "RunProgress", "RunRecord", "RunSummaryWriter", "TrainingHistory",
+    "atomic_save", "case_id", "earlier_run_files", "every", "host_scalars", "on_run_start",
     "plot_training_curves", "remove_stale_temporaries",
 ]  # fmt: skip

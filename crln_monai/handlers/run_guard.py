@@ -85,7 +85,7 @@ class RunGuard:
         ckpt_dir: the run's checkpoint folder; it holds the lock.
         output_dir: the run's report folder (``history.csv``).
         export_dir: the folder of exports; the run's export is ``export_dir/<export_name(dataset_dir, datalist_file)>``.
-        dataset_dir, datalist_file: the data set, for the export's name (:func:`~crln_monai.bundle.export_name`).
+        dataset_dir, datalist_file: the data set, for the export's name (:func:`~crln_monai.workflow.export_name`).
         resume: the checkpoint the run resumes from (the bundle's ``resume_from``), ``None`` for a fresh run.
         overwrite: let a fresh run replace an earlier run in these folders (the bundle key ``overwrite``).
         rank: under ``torch.distributed``, the rank that takes the lock and deletes files (the writing rank).

@@ -109,7 +109,7 @@ class RunRecord:
 
     Bundle use: ``run_record`` is saved beside the resume objects (``resume_saver``'s ``save_dict``), checked and
     restored by ``$@run_record.check_resume(@resume_from)`` in ``training_checks`` (before any work), and read by
-    the :class:`~crln_monai.bundle.BundleExporter` for the iterations its model card claims.
+    the :class:`~crln_monai.workflow.BundleExporter` for the iterations its model card claims.
 
     Args:
         datalist: the run's datalist (``{"labelled": [...], "unlabelled": [...], "validation": [...], ...}``).

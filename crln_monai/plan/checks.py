@@ -12,7 +12,7 @@ The plan is the first command a user runs on their folder; a data set or a plan 
   affine), and NaN/Inf voxels in **every** image, the unlabelled and test cases included;
 * :func:`check_plan` — the finished plan: the labelled cases hold some foreground, CT statistics that are not
   degenerate (constant images), memory for the declared classes, and every value through the bundles' own config
-  check (:func:`crln_monai.bundle.check_config`), so a plan training would refuse is never written.
+  check (:func:`crln_monai.workflow.check_config`), so a plan training would refuse is never written.
 
 Class memory (:func:`class_memory_gib`): the patch rule's memory model is calibrated on 2 classes. Each further class
 adds, per training sample, class maps over the patch (logits, probabilities, rectified and mixed copies, their
@@ -173,7 +173,7 @@ def _check_class_memory(plan: Any, budget_gib: float) -> None:
 
 
 def _check_bundle_values(overrides: Mapping[str, Any]) -> None:
-    from ..bundle import check_config  # noqa: PLC0415 - the bundle layer, only once a plan exists
+    from ..workflow import check_config  # noqa: PLC0415 - the workflow layer, only once a plan exists
 
     try:
         check_config(overrides)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from crln_monai.data import semi_supervised_datalist
+from crln_monai.data.dataset import DataSet, read_dataset
 
 from . import probe as probe_module
 from . import rules
@@ -28,10 +29,8 @@ from .survey import (
     CaseHeader,
     LabelSummary,
     PlanError,
-    count_label_entries,
     foreground_intensities,
     read_case_header,
-    read_dataset_json,
     read_label,
 )
 
@@ -99,9 +98,9 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * _UNITS[u] for n, u in parts)
 
 
-def _datalist(root: Path, datalist_file: str, **kwargs: Any) -> dict[str, list[dict]]:
+def _datalist(dataset: DataSet, **kwargs: Any) -> dict[str, list[dict]]:
     try:
-        return semi_supervised_datalist(root, datalist_file=datalist_file, **kwargs)
+        return semi_supervised_datalist(dataset, **kwargs)
     except ValueError as e:
         raise PlanError(str(e)) from e
 
@@ -213,16 +212,18 @@ def plan_dataset(
     root = Path(os.path.abspath(dataset_dir))
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist.")
-    meta = read_dataset_json(root, datalist_file)
-    if meta.path is None and datalist_file != "dataset.json":
-        raise FileNotFoundError(f"{root / datalist_file} is missing; expected the data set json datalist_file names.")
+    try:  # the json and the case list, read once; its 'labels' and 'channel_names' parsed before any file is read
+        meta = read_dataset(root, datalist_file)
+        meta.class_names, meta.modalities  # noqa: B018
+    except ValueError as e:
+        raise PlanError(str(e)) from e
     json_name = datalist_file
 
     # every case: the full train list is "labelled = first case with labels, unlabelled = the rest"
     try:
-        full = semi_supervised_datalist(root, num_labelled=1, datalist_file=datalist_file)
+        full = semi_supervised_datalist(meta, num_labelled=1)
     except ValueError as e:
-        if count_label_entries(root, meta) == 0:
+        if not any(case.label for case in meta.train + meta.validation):
             raise PlanError(
                 f"{root}: none of its cases has a label file; a plan needs labelled cases (labelsTr/<case>"
                 f"{meta.raw.get('file_ending', '.nii.gz')} beside imagesTr/, or 'label' entries in {json_name})."
@@ -256,7 +257,7 @@ def plan_dataset(
             f"{root}: all {len(headers['train'])} train cases have label files and none is left unlabelled; pass "
             f"--num_labelled N to keep the others as the unlabelled pool (the paper: 8 or 16 of LA's 80)."
         )
-    split = _datalist(root, datalist_file, num_labelled=chosen_labelled, num_validation=num_validation)
+    split = _datalist(meta, num_labelled=chosen_labelled, num_validation=num_validation)
     by_case = {h.case: h for h in development}
     labelled = [by_case[item["case"]] for item in split["labelled"]]
     plan = Plan(overrides={})
@@ -351,26 +352,31 @@ def plan_dataset(
     num_train = len(split["labelled"]) + len(split["unlabelled"])
     num_validation_cases = len(split["validation"])
     probe = None
+    share = 0.0  # of the iterations' time spent on supervised burn-in steps (a short time budget only)
     if time_budget is not None:
+        share = rules.BURN_IN_SHARE
         probes = {}
         for name, candidate in candidates.items():
             if name != configuration and not candidate.fits:
                 continue
-            probes[name] = _probe(train_config, plan.overrides | candidate.values, split, device)
-            found, _ = probe_module.iterations_for(time_budget, probes[name], num_train, num_validation_cases)
+            probes[name] = _probe(train_config, plan.overrides | candidate.values, split, device, supervised=True)
+            found, _ = probe_module.iterations_for(time_budget, probes[name], num_train, num_validation_cases, share)
             plan.summary.append(
-                f"probe ({name}, this machine, {device}): {probes[name].seconds_per_iteration:.3g} s/iteration, "
+                f"probe ({name}, this machine, {device}): {probes[name].seconds_per_iteration:.3g} s/iteration "
+                f"({probes[name].seconds_per_supervised_iteration:.3g} s burn-in), "
                 f"{probes[name].seconds_per_validation_case:.3g} s per validation case, "
                 f"{probes[name].seconds_per_case:.3g} s per case to cache: {found:,} iterations in "
                 f"{_duration(time_budget)}" + (" (chosen)" if name == configuration else "")
             )
         probe = probes[configuration]
-        iterations, validations = probe_module.iterations_for(time_budget, probe, num_train, num_validation_cases)
-        if iterations >= rules.SHORT_BUDGET and chosen.rows != network_input(configuration, short=False).rows:
-            chosen = network_input(configuration, short=False)  # a long run: the long-run batch, probed again
-            for key, (value, why) in chosen.rows.items():
-                plan.choose(key, value, why)
-            probe = _probe(train_config, plan.overrides, split, device)
+        iterations, validations = probe_module.iterations_for(time_budget, probe, num_train, num_validation_cases, share)
+        if iterations >= rules.SHORT_BUDGET:  # a long run: the paper's schedule, no burn-in
+            share = 0.0
+            if chosen.rows != network_input(configuration, short=False).rows:
+                chosen = network_input(configuration, short=False)  # the long-run batch, probed again
+                for key, (value, why) in chosen.rows.items():
+                    plan.choose(key, value, why)
+                probe = _probe(train_config, plan.overrides, split, device)
             iterations, validations = probe_module.iterations_for(time_budget, probe, num_train, num_validation_cases)
         budget_source = f"--time {_duration(time_budget)} over the probe's {probe.seconds_per_iteration:.3g} s/iteration"
     else:
@@ -392,6 +398,8 @@ def plan_dataset(
     )
     for key, (value, why) in rules.optimisation(used, configuration).items():
         plan.choose(key, value, why)
+    supervised = probe_module.supervised_iterations_for(used, probe, share) if probe is not None else 0
+    plan.choose("supervised_iterations", supervised, rules.burn_in_reason(supervised, used, share))
 
     labelled_voxels = float(
         sum(math.prod(rules.resampled_shape(h.shape, h.spacing, spacing_choice)) for h in labelled)
@@ -399,8 +407,9 @@ def plan_dataset(
     need, need_why = rules.budget_need(labelled_voxels, chosen.values["patch_size"], chosen.values["labelled_batch_size"])
     if probe is not None:
         seconds = probe_module.estimate_seconds(
-            probe, used, epochs, num_train, num_validation_cases, math.ceil(epochs / interval) if num_validation_cases else 0
-        )
+            probe, used, epochs, num_train, num_validation_cases,
+            math.ceil(epochs / interval) if num_validation_cases else 0, supervised,
+        )  # fmt: skip
         plan.expected_seconds = seconds
         finish = datetime.datetime.now() + datetime.timedelta(seconds=seconds)
         plan.summary.append(
@@ -493,13 +502,19 @@ def _network_input(
     return _Candidate(values, rows, strides, labelled_batch + unlabelled_batch, fits)
 
 
-def _probe(train_config: str | os.PathLike, overrides: dict[str, Any], split: dict[str, list[dict]], device: str) -> Any:
+def _probe(
+    train_config: str | os.PathLike,
+    overrides: dict[str, Any],
+    split: dict[str, list[dict]],
+    device: str,
+    supervised: bool = False,
+) -> Any:
     """The probe of one candidate on a few of the data set's cases (see :mod:`crln_monai.plan.probe`)."""
     labelled = split["labelled"][: probe_module.PROBE_CASES]
     unlabelled = split["unlabelled"][: probe_module.PROBE_CASES]
     validation = sorted(split["validation"], key=lambda item: str(item["case"]))[:1]
     datalist = {"labelled": labelled, "unlabelled": unlabelled, "validation": validation}
-    return probe_module.probe_run(train_config, overrides, datalist, device)
+    return probe_module.probe_run(train_config, overrides, datalist, device, supervised=supervised)
 
 
 def _in_order(values: Sequence[Any], order: Sequence[int]) -> list[Any]:

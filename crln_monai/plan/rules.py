@@ -17,6 +17,7 @@ from ..networks.backbone import size_divisor
 
 __all__ = [
     "ANISOTROPY",
+    "BURN_IN_SHARE",
     "LEVELS",
     "MAX_PATCH_VOXELS",
     "PAPER_ITERATIONS",
@@ -26,6 +27,7 @@ __all__ = [
     "activation_load",
     "axis_order",
     "budget_need",
+    "burn_in_reason",
     "choose_configuration",
     "choose_patch",
     "choose_split",
@@ -110,6 +112,11 @@ REFERENCE_SLICE_GPU_SECONDS = 0.05
 SHORT_BUDGET = 20_000
 SHORT_BUDGET_OPTIMIZER = "adamw"
 SHORT_BUDGET_LR = 1e-3
+#: Share of a short time budget's iterations (by time) spent on supervised burn-in steps (the trainer's
+#: ``supervised_iterations``: labelled losses only, about a third of a full step's cost) before the unlabelled
+#: losses start: more labelled steps early, the unlabelled ones on a model that already segments (docs/results.md,
+#: "Short-budget rules").
+BURN_IN_SHARE = 0.5
 
 
 def _fmt(values: Sequence[float]) -> str:
@@ -462,6 +469,18 @@ def optimisation(iterations: int, configuration: str) -> dict[str, tuple[Any, st
         "lr": (SHORT_BUDGET_LR, "short budget: AdamW's 1e-3, poly (power 0.9) per epoch over max_epochs"),
         "rectify_start": (rectify[0], rectify[1] + "; a later start made no difference on validation cases"),
     }
+
+
+def burn_in_reason(supervised: int, iterations: int, share: float) -> str:
+    """Why the plan gives ``supervised_iterations`` burn-in iterations (see :data:`BURN_IN_SHARE`)."""
+    if not supervised:
+        if share:
+            return "no burn-in: the budget holds too few iterations"
+        return "no burn-in (the paper): the unlabelled losses start at once; only a short --time budget has one"
+    return (
+        f"the first {supervised:,} of {iterations:,} iterations ({share:.0%} of their time) train on the labelled "
+        "slices only, at the probe's cheaper burn-in cost; then CRLN's unlabelled losses (docs/results.md)"
+    )
 
 
 def budget_need(labelled_voxels: float, patch: Sequence[int], labelled_batch: int) -> tuple[int, str]:

@@ -4,7 +4,7 @@ Without it a ``ckpt_dir`` that is a file or read-only fails only when the first 
 epoch of training), and inference into a read-only ``output_dir`` fails after the first case with MONAI's
 "SaveImage cannot find a suitable writer". Bundle use::
 
-    "initialize": [..., "$crln_monai.bundle.check_outputs({'output_dir': @output_dir})"]
+    "initialize": [..., "$crln_monai.workflow.check_outputs({'output_dir': @output_dir})"]
 
 A folder created here that is still empty when the process exits (a run refused or failed before writing
 anything into it) is removed again, with the empty parents created with it, so a failed run leaves no empty

@@ -2,7 +2,7 @@
 
 Bundle use, first item of ``initialize``::
 
-    "initialize": ["$crln_monai.bundle.check_config()", ...]
+    "initialize": ["$crln_monai.workflow.check_config()", ...]
 
 How the check reaches the whole config (MONAI 1.6.1): a ``$`` expression only sees the resolved values it
 references. ``@`` with an empty id does name the whole config, but resolving it resolves every item of it
@@ -49,7 +49,7 @@ def _parser_on_stack() -> ConfigParser:
         del frame
     raise RuntimeError(
         "check_config() without a config must run inside a bundle expression "
-        "(\"$crln_monai.bundle.check_config()\" in initialize); otherwise pass the ConfigParser or a dict."
+        "(\"$crln_monai.workflow.check_config()\" in initialize); otherwise pass the ConfigParser or a dict."
     )
 
 
@@ -108,7 +108,7 @@ def _closest(key: str, known: list[str]) -> list[str]:
 def _unknown(key: Any, known: list[str]) -> str:
     close = _closest(str(key), known)
     if not close:
-        return f"unknown config key {key!r} (no similar key; the known keys are crln_monai.bundle.schema.SCHEMA)"
+        return f"unknown config key {key!r} (no similar key; the known keys are crln_monai.workflow.schema.SCHEMA)"
     names = [repr(c) for c in close]
     listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
     return f"unknown config key {key!r} (did you mean {listed}?)"
@@ -124,14 +124,14 @@ def check_config(
     Args:
         config: the bundle's ``ConfigParser`` (default: the one evaluating the calling bundle expression), or a
             mapping of top-level keys to already resolved values (e.g. an override file).
-        schema: key -> :class:`~crln_monai.bundle.schema.KeySpec`.
+        schema: key -> :class:`~crln_monai.workflow.schema.KeySpec`.
         relations: checks across keys.
 
     Raises:
         ValueError: one line: each unknown key with the closest known keys (``unknown config key 'num_prototype'
             (did you mean 'num_prototypes'?)``); else each bad value naming the key, the value and what is allowed
             (``config key 'lambda_u' must be a number >= 0.0, got -1``); else each failed relation.
-        TypeError: a switch that is not a bool (the message of :func:`~crln_monai.bundle.check_flags`).
+        TypeError: a switch that is not a bool (the message of :func:`~crln_monai.workflow.check_flags`).
     """
     if config is None:
         config = _parser_on_stack()

@@ -11,7 +11,7 @@ defines, plus the few keys MONAI itself adds (``_meta_``, the experiment-trackin
 
 :data:`RELATIONS` are the checks that involve several keys (e.g. ``class_names`` has ``num_classes`` entries,
 the sliding-window stride fits in the patch); they run only when every key they read has a checked value.
-:func:`crln_monai.bundle.check_config` applies both.
+:func:`crln_monai.workflow.check_config` applies both.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
 
+from crln_monai.data.strong_augment import CUTMIX_LAMBDAS
 from crln_monai.data.transforms import NORMALISATIONS, check_preprocessing
 from crln_monai.engines.optimizers import OPTIMIZERS
 from crln_monai.evaluation.sliding_window import overlap_for_stride
@@ -38,7 +39,6 @@ from crln_monai.networks.dim import LEVEL_MODES as DIM_LEVEL_MODES
 from crln_monai.networks.dim import UPSAMPLE_INITS as DIM_UPSAMPLE_INITS
 from crln_monai.networks.dim import AGGREGATIONS
 from crln_monai.networks.rectifier import RECTIFIER_MODES
-from crln_monai.transforms.strong_augment import CUTMIX_LAMBDAS
 from crln_monai.utils import AMP_DTYPES
 
 __all__ = ["RELATIONS", "SCHEMA", "KeySpec", "Relation"]
@@ -51,7 +51,7 @@ class KeySpec:
     Attributes:
         allowed: the allowed values in words, as error messages show them (``"an int >= 1"``).
         accepts: ``accepts(value)`` is True for an allowed resolved value; ``None`` for a structural key.
-        kind: ``"value"``, ``"bool"`` (a switch: checked with :func:`~crln_monai.bundle.check_flags`' message) or
+        kind: ``"value"``, ``"bool"`` (a switch: checked with :func:`~crln_monai.workflow.check_flags`' message) or
             ``"structural"`` (never resolved by the check).
     """
 
@@ -301,6 +301,7 @@ SCHEMA: dict[str, KeySpec] = {
     "momentum": real(0.0, 1.0, high_open=True),
     "weight_decay": real(0.0),
     "rectify_start": integer(0),
+    "supervised_iterations": integer(0),
     # --- losses
     "lambda_u": real(0.0),
     "lambda_cp": real(0.0),
@@ -344,7 +345,7 @@ SCHEMA: dict[str, KeySpec] = {
     "test": structural(),
     "validator": structural("the validation evaluator, or None without a validation split (validation_evaluator)"),
     "predictions_dir": structural("where evaluation writes predictions, or None (save_predictions False)"),
-    "resume_objects": structural("the objects resume.pt holds (crln_monai.bundle.resume_objects)"),
+    "resume_objects": structural("the objects resume.pt holds (crln_monai.workflow.resume_objects)"),
     "resume_from": structural("the checkpoint a run resumes from, or None (crln_monai.handlers.resume_source)"),
     "resume_saver": structural(),
     "resume_loader": structural(),

@@ -15,8 +15,8 @@ from ignite.engine import Engine, Events
 from monai.data.utils import affine_to_spacing
 
 from ..data.datalist import case_id_from_filename
-from .figures import central_slices, plot_case_overlays
-from .report import case_record, staged_report, write_class_report
+from ..evaluation.figures import central_slices, plot_case_overlays
+from ..evaluation.report import case_record, staged_report, write_class_report
 
 __all__ = ["CaseMetricsReport", "case_id"]
 

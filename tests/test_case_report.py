@@ -12,7 +12,7 @@ from ignite.engine import Engine
 from monai.data import DataLoader, Dataset, MetaTensor
 from monai.engines import SupervisedEvaluator
 
-from crln_monai.evaluation import CaseMetricsReport, case_report_handler
+from crln_monai.handlers import CaseMetricsReport, case_report
 
 NAMES = ["background", "RV", "myocardium", "LV"]
 AFFINE = np.diag([1.5, 1.5, 10.0, 1.0])
@@ -112,7 +112,7 @@ def test_a_failed_evaluation_keeps_the_previous_report(tmp_path, monkeypatch):
         path.write_bytes(b"new figure")
         return path
 
-    monkeypatch.setattr(case_report_handler, "plot_case_overlays", failing_figure)
+    monkeypatch.setattr(case_report, "plot_case_overlays", failing_figure)
     handler = CaseMetricsReport(tmp_path, num_classes=4, class_names=NAMES, title="new", num_resamples=5)
     with pytest.raises(RuntimeError, match="figure failed"):
         _run(handler)
@@ -164,5 +164,5 @@ def test_case_ids_come_from_the_datalist_when_the_batch_carries_them(tmp_path):
     engine.run(items, max_epochs=1)
     with open(tmp_path / "per_case.csv", newline="") as f:
         assert sorted({r["case"] for r in csv.DictReader(f)}) == ["la_0012", "la_0013"]
-    assert case_report_handler.case_id({"filename_or_obj": "/x/labelsTs/la_0012.nii.gz"}, "f") == "la_0012"
-    assert case_report_handler.case_id({}, "case_007") == "case_007"
+    assert case_report.case_id({"filename_or_obj": "/x/labelsTs/la_0012.nii.gz"}, "f") == "la_0012"
+    assert case_report.case_id({}, "case_007") == "case_007"

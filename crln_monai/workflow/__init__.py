@@ -1,5 +1,6 @@
-"""Bundle helpers: configuration schema and check, output-folder check, switch checks, offline metadata verification,
-and the config-facing calls that keep conditions out of bundle JSON."""
+"""What the bundles' workflow JSON calls: the configuration schema and check, the output-folder check, switch checks,
+offline metadata verification, the config-facing calls that keep conditions out of bundle JSON (wiring), the ablation
+ladder, and the exporter with its model card and export template (``inference.json``)."""
 
 from .ablation import ABLATION_LADDER, ablation_file, ablation_overrides
 from .check import check_config, plain_values

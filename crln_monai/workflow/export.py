@@ -41,6 +41,7 @@ from ignite.engine import Engine, Events
 from torch import nn
 
 from ..data.datalist import export_name
+from ..data.dataset import read_dataset
 from ..io import atomic_write, staged_folder
 from ..overrides import cli_value, plain
 
@@ -55,9 +56,9 @@ INFERENCE_TEMPLATE = Path(__file__).with_name("inference.json")
 """The inference wiring shared by the shipped bundles (layered on their ``train.json``) and every export."""
 
 _SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json"
-_DEVICE = "$crln_monai.bundle.default_device()"
+_DEVICE = "$crln_monai.workflow.default_device()"
 _IMPORTS = [
-    "$import os", "$import crln_monai", "$import crln_monai.bundle", "$import crln_monai.data",
+    "$import os", "$import crln_monai", "$import crln_monai.workflow", "$import crln_monai.data",
     "$import crln_monai.networks",
 ]  # fmt: skip
 _PACKAGES = ("crln-monai", "nibabel", "pytorch-ignite")  # what the exported inference imports beyond MONAI/torch
@@ -405,7 +406,8 @@ class BundleExporter:
         network: the teacher.
         settings: the bundle's ``settings`` (``{"network", "preprocessing", "class_names"}``).
         inference: ``patch_size``, ``sw_stride``, ``sw_batch_size``, ``amp_dtype``.
-        dataset_dir: the data set folder (its json gives the name, modality and description).
+        dataset_dir: the data set folder (its json, read by :func:`~crln_monai.data.dataset.read_dataset`, gives
+            the name, modality and description).
         datalist_file: the data set json's file name in ``dataset_dir``.
         datalist: the run's datalist (``{"labelled": [...], ...}``); only the counts are used.
         training: run values for the model card, over those the trainer states (its ``run_values()``, e.g.
@@ -446,10 +448,8 @@ class BundleExporter:
         self.datalist_file = datalist_file
         self.name = name or export_name(dataset_dir, datalist_file)
         try:
-            dataset = json.loads((Path(dataset_dir) / datalist_file).read_text())
-        except (OSError, ValueError):
-            dataset = {}
-        if not isinstance(dataset, Mapping):
+            dataset = read_dataset(dataset_dir, datalist_file, cases=False).raw
+        except (OSError, ValueError):  # a missing or unreadable json: the card says less
             dataset = {}
         self.dataset = {k: v for k, v in dataset.items() if isinstance(v, (str, Mapping))}  # name, labels, modality
         self.counts = {k: len(v) for k, v in (datalist or {}).items() if isinstance(v, (list, tuple))}
