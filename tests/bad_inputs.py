@@ -421,6 +421,10 @@ _TRAINING_CONFIG = [
     _config("train-no-unlabelled-batch", "training", "`--unlabelled_batch_size 0` with use_unlabelled True",
             r"use_unlabelled=True needs unlabelled_batch_size >= 1, got 0 \(for a supervised-only run set "
             r"use_unlabelled False\)", (4,), unlabelled_batch_size=0),
+    _config("train-burn-in-whole-run", "training", "`--supervised_iterations 100000`: a burn-in as long as the run",
+            r"config keys use_unlabelled, supervised_iterations, max_epochs, epoch_length: supervised_iterations="
+            r"100000 leaves none of the run's \d+ iterations for the unlabelled losses", (4,),
+            supervised_iterations=100000),
 ]  # fmt: skip
 
 

@@ -145,6 +145,8 @@ def test_switches_keep_the_python_fire_message():
     "values, message",
     [
         ({"use_unlabelled": True, "unlabelled_batch_size": 0}, "use_unlabelled=True needs unlabelled_batch_size >= 1"),
+        ({"use_unlabelled": True, "supervised_iterations": 40, "max_epochs": 4, "epoch_length": 10},
+         "supervised_iterations=40 leaves none of the run's 40 iterations for the unlabelled losses"),
         ({"class_names": ["background"], "num_classes": 2}, "class_names must have num_classes=2 entries, got 1"),
         ({"patch_size": [112, 112, 80], "sw_stride": [18, 18, 81]}, "sw_stride [18, 18, 81] must be in [1, patch]"),
         ({"backbone": "vnet", "strides": None, "patch_size": [112, 112, 72]}, "patch_size (112, 112, 72) has size 72 on axis 2"),
@@ -158,6 +160,8 @@ def test_keys_that_must_agree(values, message):
 
 
 def test_keys_that_agree_pass():
+    check_config({"use_unlabelled": True, "supervised_iterations": 39, "max_epochs": 4, "epoch_length": 10})
+    check_config({"use_unlabelled": False, "supervised_iterations": 40, "max_epochs": 4, "epoch_length": 10})
     check_config({"use_unlabelled": False, "unlabelled_batch_size": 0, "backbone": "vnet", "patch_size": [96, 96, 48],
                   "strides": [2, 2, 2, [2, 2, 1]], "sw_stride": [96, 1, 48], "class_names": ["bg", "a", "b"],
                   "num_classes": 3})  # fmt: skip

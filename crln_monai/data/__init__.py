@@ -4,7 +4,6 @@ applies), synthetic LA-like volumes."""
 
 from .cache import CacheDataset, CaseLoadError
 from .checks import check_cases
-from .geometry import ResampleOutsideTrainingd, trained_geometry
 from .datalist import (
     DATALIST_KEYS,
     case_id_from_filename,
@@ -16,6 +15,7 @@ from .datalist import (
     without_labels,
 )
 from .dataset import DataSet, read_dataset
+from .geometry import ResampleOutsideTrainingd, trained_geometry
 from .inputs import SEGMENTATION_DESCRIPTION, inference_inputs, is_segmentation, nifti_files, segmentation_path
 from .sampler import TwoStreamBatchSampler
 from .strong_augment import CUTMIX_LAMBDAS, StrongAugment

@@ -74,8 +74,9 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         rectify_start: iterations of the learning stage; rectification and prototype positives start after it.
         supervised_iterations: burn-in: the first iterations train on the labelled volumes only (segmentation, DIM
             and μ step; no teacher forward, pseudo-label loss or CPS) and the teacher is the student's copy; the
-            unlabelled losses and the teacher's EMA (its warm-up from that copy) start after it. 0 (the paper) starts them at once. A short
-            budget spends part of its time on these cheaper steps (docs/results.md, "Short-budget rules").
+            unlabelled losses and the teacher's EMA (its warm-up from that copy) start after it. 0 (the paper)
+            starts them at once. A short time budget spends part of its time on these cheaper steps
+            (docs/results.md, "Short-budget rules").
         lambda_u: weight of the pseudo-label loss.
         lambda_cp: weight of CPS.
         weak_threshold: confidence above which strong-view pseudo-labels are valid for CPS (δ_w).
@@ -140,7 +141,8 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         self.use_unlabelled = use_unlabelled
         self.use_dim = use_dim
         self.rectify_start = rectify_start
-        if isinstance(supervised_iterations, bool) or not isinstance(supervised_iterations, int) or supervised_iterations < 0:
+        burn_in = supervised_iterations
+        if isinstance(burn_in, bool) or not isinstance(burn_in, int) or burn_in < 0:
             raise ValueError(f"supervised_iterations must be an int >= 0, got {supervised_iterations!r}.")
         self.supervised_iterations = supervised_iterations
         self.lambda_u = lambda_u

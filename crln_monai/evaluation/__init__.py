@@ -3,8 +3,8 @@ post-processing and the name of the trained method. The evaluator's handler that
 :class:`crln_monai.handlers.CaseMetricsReport`."""
 
 from .method import method_name
-from .postprocessing import INPUT_SPACE_KEY, segmentation_postprocessing
 from .metrics import bootstrap, multiclass_metrics, segmentation_metrics
+from .postprocessing import INPUT_SPACE_KEY, segmentation_postprocessing
 from .report import case_record, staged_report, write_class_report, write_evaluation_report
 from .sliding_window import UAMTSlidingWindowInferer, overlap_for_stride, sliding_window_softmax, window_starts
 

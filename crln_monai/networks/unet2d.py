@@ -17,9 +17,9 @@ from .backbone import (
     BackboneOutput,
     Strides,
     check_backbone_input,
-    configure_backbone,
     check_positive_int,
     check_probability,
+    configure_backbone,
     init_backbone_weights,
 )
 

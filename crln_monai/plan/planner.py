@@ -214,7 +214,7 @@ def plan_dataset(
         raise FileNotFoundError(f"dataset folder {root} does not exist.")
     try:  # the json and the case list, read once; its 'labels' and 'channel_names' parsed before any file is read
         meta = read_dataset(root, datalist_file)
-        meta.class_names, meta.modalities  # noqa: B018
+        json_classes, modalities = meta.class_names, meta.modalities
     except ValueError as e:
         raise PlanError(str(e)) from e
     json_name = datalist_file
@@ -237,13 +237,13 @@ def plan_dataset(
     }
     development = headers["train"] + headers["validation"]
     everything = development + headers["test"]
-    in_channels = _check_channels(everything, meta.modalities, json_name)
+    in_channels = _check_channels(everything, modalities, json_name)
 
-    summaries = {h.case: read_label(h, meta.class_names) for h in development if h.label is not None}
-    num_classes = len(meta.class_names) if meta.class_names else max(len(s.counts) for s in summaries.values())
+    summaries = {h.case: read_label(h, json_classes) for h in development if h.label is not None}
+    num_classes = len(json_classes) if json_classes else max(len(s.counts) for s in summaries.values())
     if num_classes < 2:
         raise PlanError(f"{root}: no label file holds a foreground value; expected labels 1.. beside background 0.")
-    class_names = meta.class_names or ["background"] + [f"class_{i}" for i in range(1, num_classes)]
+    class_names = json_classes or ["background"] + [f"class_{i}" for i in range(1, num_classes)]
 
     # split
     with_label = sum(h.label is not None for h in headers["train"])
@@ -271,7 +271,7 @@ def plan_dataset(
     plan.choose("datalist_file", datalist_file, "the data set json" + ("" if meta.path else " (absent: nnU-Net)"))
     plan.choose("num_labelled", len(split["labelled"]), "--num_labelled" if num_labelled else "all labelled cases left")
     plan.choose("num_validation", num_validation, split_why)
-    plan.choose("in_channels", in_channels, "every case's channels" + (f" = {json_name}'s" if meta.modalities else ""))
+    plan.choose("in_channels", in_channels, "every case's channels" + (f" = {json_name}'s" if modalities else ""))
     present = np.zeros(num_classes, dtype=bool)
     for header in labelled:
         counts = summaries[header.case].counts[:num_classes]
@@ -280,7 +280,7 @@ def plan_dataset(
     plan.choose(
         "class_names",
         class_names,
-        f"{json_name} 'labels'" if meta.class_names else "no 'labels' in the json: numbered from the label values",
+        f"{json_name} 'labels'" if json_classes else "no 'labels' in the json: numbered from the label values",
     )
     for index in np.flatnonzero(~present):
         plan.warnings.append(
@@ -300,7 +300,7 @@ def plan_dataset(
     median_shape = [int(round(v)) for v in np.median(shapes, axis=0)]
 
     # intensities
-    normalise, normalise_why = rules.normalisation(meta.modalities)
+    normalise, normalise_why = rules.normalisation(modalities)
     intensity_range = intensity_stats = None
     if normalise == "ct":
         intensity_range, intensity_stats, stats_why = rules.ct_statistics(foreground_intensities(labelled))
@@ -369,7 +369,9 @@ def plan_dataset(
                 f"{_duration(time_budget)}" + (" (chosen)" if name == configuration else "")
             )
         probe = probes[configuration]
-        iterations, validations = probe_module.iterations_for(time_budget, probe, num_train, num_validation_cases, share)
+        iterations, validations = probe_module.iterations_for(
+            time_budget, probe, num_train, num_validation_cases, share
+        )
         if iterations >= rules.SHORT_BUDGET:  # a long run: the paper's schedule, no burn-in
             share = 0.0
             if chosen.rows != network_input(configuration, short=False).rows:
@@ -379,6 +381,8 @@ def plan_dataset(
                 probe = _probe(train_config, plan.overrides, split, device)
             iterations, validations = probe_module.iterations_for(time_budget, probe, num_train, num_validation_cases)
         budget_source = f"--time {_duration(time_budget)} over the probe's {probe.seconds_per_iteration:.3g} s/iteration"
+        if share:
+            budget_source += f" ({probe.seconds_per_supervised_iteration:.3g} s in the burn-in, {share:.0%} of the time)"
     else:
         validations = min(probe_module.MAX_VALIDATIONS, 40)
         budget_source = "--iterations"

@@ -204,11 +204,11 @@ def validation_count(budget_seconds: float, seconds_per_validation: float, max_v
 
 def _iteration_seconds(probe: Probe, iterations: int, supervised_iterations: int) -> float:
     """Seconds of ``iterations``, the first ``supervised_iterations`` of them burn-in ones."""
-    full = iterations - supervised_iterations
     if not supervised_iterations:
         return iterations * probe.seconds_per_iteration
     if probe.seconds_per_supervised_iteration is None:
         raise ValueError("a run with supervised_iterations needs a probe made with supervised=True.")
+    full = iterations - supervised_iterations
     return supervised_iterations * probe.seconds_per_supervised_iteration + full * probe.seconds_per_iteration
 
 
@@ -238,8 +238,8 @@ def _mean_iteration_seconds(probe: Probe, supervised_share: float) -> float:
         return probe.seconds_per_iteration
     if probe.seconds_per_supervised_iteration is None:
         raise ValueError("a supervised share needs a probe made with supervised=True.")
-    rate = supervised_share / probe.seconds_per_supervised_iteration + (1 - supervised_share) / probe.seconds_per_iteration
-    return 1.0 / rate
+    supervised, full = probe.seconds_per_supervised_iteration, probe.seconds_per_iteration
+    return 1.0 / (supervised_share / supervised + (1 - supervised_share) / full)
 
 
 def supervised_iterations_for(iterations: int, probe: Probe, supervised_share: float) -> int:

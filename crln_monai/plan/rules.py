@@ -113,7 +113,7 @@ SHORT_BUDGET = 20_000
 SHORT_BUDGET_OPTIMIZER = "adamw"
 SHORT_BUDGET_LR = 1e-3
 #: Share of a short time budget's iterations (by time) spent on supervised burn-in steps (the trainer's
-#: ``supervised_iterations``: labelled losses only, about a third of a full step's cost) before the unlabelled
+#: ``supervised_iterations``: labelled losses only, about half a full step's cost on the CPU) before the unlabelled
 #: losses start: more labelled steps early, the unlabelled ones on a model that already segments (docs/results.md,
 #: "Short-budget rules").
 BURN_IN_SHARE = 0.5

@@ -2,13 +2,13 @@
 offline metadata verification, the config-facing calls that keep conditions out of bundle JSON (wiring), the ablation
 ladder, and the exporter with its model card and export template (``inference.json``)."""
 
+from ..overrides import describe_differences, settings_differences
 from .ablation import ABLATION_LADDER, ablation_file, ablation_overrides
 from .check import check_config, plain_values
 from .export import BundleExporter, export_bundle, export_name, inference_config, record_test_results
 from .flags import check_flags
 from .outputs import check_outputs
 from .schema import RELATIONS, SCHEMA, KeySpec, Relation
-from ..overrides import describe_differences, settings_differences
 from .verify import METADATA_SCHEMA, verify_bundle_metadata
 from .wiring import attach, default_device, epoch_step, predictions_dir, resume_objects, validation_evaluator
 

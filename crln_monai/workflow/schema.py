@@ -35,9 +35,9 @@ from crln_monai.losses.cps import CPS_POSITIVES, CPS_PROTOTYPE_REDUCTIONS, CPS_X
 from crln_monai.losses.pseudo_label import PSEUDO_LABEL_WEIGHTINGS
 from crln_monai.networks.backbone import check_spatial_size, normalise_strides, planar_settings, size_divisor
 from crln_monai.networks.crln import BACKBONES, PROJECTION_INITS
+from crln_monai.networks.dim import AGGREGATIONS
 from crln_monai.networks.dim import LEVEL_MODES as DIM_LEVEL_MODES
 from crln_monai.networks.dim import UPSAMPLE_INITS as DIM_UPSAMPLE_INITS
-from crln_monai.networks.dim import AGGREGATIONS
 from crln_monai.networks.rectifier import RECTIFIER_MODES
 from crln_monai.utils import AMP_DTYPES
 
@@ -394,6 +394,16 @@ def _semi_supervised_batch(v: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _burn_in(v: Mapping[str, Any]) -> str | None:
+    total = v["max_epochs"] * v["epoch_length"]
+    if v["use_unlabelled"] and v["supervised_iterations"] >= total:
+        return (
+            f"supervised_iterations={v['supervised_iterations']} leaves none of the run's {total} iterations for the "
+            "unlabelled losses (for a supervised-only run set use_unlabelled False)"
+        )
+    return None
+
+
 def _class_names(v: Mapping[str, Any]) -> str | None:
     names = v["class_names"]
     if names is not None and len(names) != v["num_classes"]:
@@ -436,6 +446,7 @@ def _stride_in_patch(v: Mapping[str, Any]) -> None:
 
 RELATIONS: tuple[Relation, ...] = (
     Relation(("use_unlabelled", "unlabelled_batch_size"), _semi_supervised_batch),
+    Relation(("use_unlabelled", "supervised_iterations", "max_epochs", "epoch_length"), _burn_in),
     Relation(("class_names", "num_classes"), _class_names),
     Relation(
         ("orientation", "target_spacing", "normalise", "intensity_range", "intensity_stats"),
